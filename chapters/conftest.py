@@ -1,0 +1,6 @@
+# The grading options (--reference, --stub-proof, --exercises-file) and the `ex` fixture.
+from minitransformer.exercises.pytest_plugin import (  # noqa: F401
+    ex,
+    pytest_addoption,
+    pytest_runtest_makereport,
+)

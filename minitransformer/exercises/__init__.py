@@ -1,0 +1,18 @@
+"""The grading machinery the chapters share.
+
+Each chapter folder ``chapters/NN_topic/`` holds:
+
+- ``lesson.py``: the lesson, a jupytext percent-format script (opens as a notebook, runs as a script);
+- ``exercises.py``: the stubs a student fills in, each raising :class:`NotImplementedError` with its
+  number and a hint (see :func:`todo`);
+- ``test_checks.py``: the checks that grade it, written against the ``ex`` fixture.
+
+The ``ex`` fixture (from :mod:`minitransformer.exercises.pytest_plugin`) is the student's
+``exercises.py`` by default, or the library's reference solutions
+(:mod:`minitransformer.exercises.solutions`) under ``--reference``. Under ``--stub-proof`` the
+outcome of every check is inverted: CI uses it to prove that no check passes on an untouched stub.
+"""
+
+from minitransformer.exercises.grading import expect_close, expect_equal, expect_shape, todo
+
+__all__ = ["expect_close", "expect_equal", "expect_shape", "todo"]

@@ -1,0 +1,62 @@
+"""Normalisation layers, from scratch.
+
+LayerNorm: subtract the mean, divide by the standard deviation, then scale and shift (BERT, GPT-2).
+RMSNorm: divide by the root mean square only, then scale (LLaMA, and T5 under the name "T5LayerNorm").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _check_width(x: torch.Tensor, width: int, layer: str) -> None:
+    if x.shape[-1] != width:
+        raise ValueError(f"{layer} expects last dimension {width} (hidden_size), got input of shape {tuple(x.shape)}")
+
+
+class LayerNorm(nn.Module):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, over the last dimension (biased variance)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5, bias: bool = True):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.bias = nn.Parameter(torch.zeros(hidden_size)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_width(x, self.hidden_size, "LayerNorm")
+        dtype = x.dtype
+        x = x.float()  # statistics in fp32 even for bf16/fp16 inputs
+        mean = x.mean(dim=-1, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=-1, keepdim=True)
+        y = ((x - mean) * torch.rsqrt(var + self.eps)).to(dtype) * self.weight
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self) -> str:
+        return f"{self.hidden_size}, eps={self.eps}, bias={self.bias is not None}"
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * weight: no centring, no bias.
+
+    The statistics are computed in fp32 and the normalised value is cast back to the input dtype
+    before the weight multiplies it, as HF's LLaMA and T5 both do.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_width(x, self.hidden_size, "RMSNorm")
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.hidden_size}, eps={self.eps}"
