@@ -25,7 +25,18 @@ from minitransformer.layers.masks import (
     padding_mask,
     to_additive,
 )
-from minitransformer.layers.mlp import GEGLU, MLP, ACTIVATIONS, GatedMLP, SwiGLU, gelu, gelu_tanh, get_activation, relu, silu
+from minitransformer.layers.mlp import (
+    ACTIVATIONS,
+    GEGLU,
+    MLP,
+    GatedMLP,
+    SwiGLU,
+    gelu,
+    gelu_tanh,
+    get_activation,
+    relu,
+    silu,
+)
 from minitransformer.layers.norms import LayerNorm, RMSNorm
 from minitransformer.layers.rope import (
     RotaryEmbedding,

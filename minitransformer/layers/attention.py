@@ -68,7 +68,8 @@ def scaled_dot_product_attention(
         query: (B, H, T, D). key, value: (B, Hkv, S, D); Hkv may divide H (grouped-query attention).
         attn_mask: bool (True = attend) or additive float, broadcastable to (B, H, T, S).
         dropout_p: dropout on the attention probabilities (training only; keep 0.0 at inference).
-        is_causal: add a causal mask (query i sees keys up to i + S - T).
+        is_causal: add a causal mask aligned top-left as torch does (query i sees keys 0..i). With a
+            KV cache (S > T) pass ``masks.causal_mask(T, S)`` instead, which aligns bottom-right.
         scale: multiplies the scores; default ``1 / sqrt(D)``. T5 uses 1.0.
         return_weights: also return the probabilities (B, H, T, S).
 
@@ -87,9 +88,7 @@ def scaled_dot_product_attention(
 
     allowed = None  # bool (.., T, S) or None: which scores survive
     if is_causal:
-        from minitransformer.layers.masks import causal_mask
-
-        allowed = causal_mask(T, S, device=query.device)
+        allowed = torch.ones(T, S, dtype=torch.bool, device=query.device).tril()  # (T, S)
     if attn_mask is not None:
         check_mask(attn_mask, B, H, T, S)
         if attn_mask.dtype == torch.bool:

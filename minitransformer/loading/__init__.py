@@ -1,0 +1,118 @@
+"""Loading HuggingFace checkpoints into minitransformer models, and saving them back.
+
+    from minitransformer.loading import from_pretrained, save_pretrained
+    model = from_pretrained("openai-community/gpt2")      # hub id, or a local directory
+    save_pretrained(model, "out/")                        # transformers' Auto classes can load "out/"
+
+What happens in :func:`from_pretrained` (``loading/core.py``), step by step:
+
+1. **Resolve** (``hub.py``): a local directory is used as is; anything else is a hub id handed to
+   ``huggingface_hub.snapshot_download`` (honours ``HF_HOME``/``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and
+   ``revision``, read when you call, not when Python started).
+2. **Config** (``registry.py``): ``config.json``'s ``model_type`` picks a :class:`Family`;
+   ``architectures[0]`` picks the model class inside it. The config dataclass is built with
+   ``ConfigClass.from_dict(config_json)``.
+3. **Empty model** (``core.py``): the model is built inside :func:`empty_weights`, so every
+   parameter lives on the ``meta`` device (shapes only, no memory, no random init). Buffers that are
+   computed rather than loaded (RoPE frequencies) are built for real.
+4. **Read** (``io.py``): :class:`Checkpoint` opens ``model.safetensors``, a sharded
+   ``model.safetensors.index.json``, or (only if no safetensors) ``pytorch_model.bin`` through
+   ``torch.load(weights_only=True, mmap=True)``. Tensors are memory-mapped and read lazily.
+5. **Map** (``weight_map.py`` + ``maps/<family>.py``): the family's declarative :class:`WeightMap`
+   turns HF names and layouts into ours. Problems are collected, not raised one at a time: a single
+   :class:`LoadingError` lists every missing key, unexpected key and shape mismatch by name.
+6. **Assign** (``core.py``): each mapped tensor (cast to ``dtype`` if asked) *becomes* the
+   parameter, no copy into a pre-allocated one, so peak memory is about one copy of the weights.
+   Tied parameters (an LM head sharing the embedding) are found on the model itself and re-tied.
+7. ``model.to(device).eval()``.
+
+:func:`save_pretrained` runs the same map backwards (each rule's inverse transforms) and writes
+``config.json`` (``config.to_dict()``, with ``model_type`` and ``architectures``) plus
+``model.safetensors``. Tied aliases are left out, as transformers does.
+
+The contract for adding a model family (what the BERT and T5 files do)
+----------------------------------------------------------------------
+
+A family is **one map file and one registry line**.
+
+The model side (``minitransformer/models/<family>.py``):
+
+- a dataclass config with HF ``config.json`` field names, ``from_dict(d)`` (unknown keys kept) and
+  ``to_dict()`` (including ``model_type`` and ``architectures``); subclass
+  :class:`minitransformer.models.base.Config` to get both for free;
+- a model class ``Model(config)`` (subclass :class:`minitransformer.models.base.PreTrainedModel` for
+  ``.save_pretrained`` / ``.from_pretrained``) whose ``__init__`` only *creates* parameters and may
+  initialise them (init is a no-op on ``meta``); it must not read parameter values in ``__init__``;
+- tie weights by assigning the same ``nn.Parameter`` (``self.lm_head.weight = self.wte.weight``); the
+  loader detects ties itself, so the map names only the source.
+
+The map side (``minitransformer/loading/maps/<family>.py``) exports a :class:`WeightMap`, or a
+function ``(config, architecture) -> WeightMap`` when the names depend on them::
+
+    WEIGHT_MAP = WeightMap(
+        rules=(
+            rename("model.embed_tokens.weight", "model.embed_tokens.weight"),
+            rename("model.layers.{i}.input_layernorm.weight", "model.layers.{i}.attn_norm.weight"),
+            convert("transformer.h.{i}.attn.c_attn.weight",                       # HF name(s)
+                    ("transformer.h.{i}.self_attn.q_proj.weight", "...k_proj...", "...v_proj..."),  # ours
+                    FUSED_QKV_CONV1D),                                            # a named LayoutTransform
+        ),
+        hf_prefix="model.",        # added to every checkpoint key when none has it (a base-model save)
+        ignore=(r"\\.attn\\.bias$",),  # regexes of checkpoint keys to drop silently (old buffers)
+    )
+
+- ``{i}`` (and any ``{name}``) is a placeholder for a run of digits; the same value fills the
+  other names of the rule.
+- every tensor transform is a :class:`LayoutTransform`: a name, a docstring saying *why*, a
+  ``to_ours`` and its inverse ``to_hf``. Transforms should return views when they can (a transpose, a
+  split) so loading copies nothing.
+- each of our state-dict names must be produced by exactly one rule, and each checkpoint key consumed by
+  one rule or ignored; anything else is reported in the :class:`LoadingError`.
+
+The registry line (``minitransformer/loading/registry.py``)::
+
+    register(Family(
+        model_type="bert",
+        config="minitransformer.models.bert:BERTConfig",
+        architectures={"BertModel": "minitransformer.models.bert:BERT",
+                       "BertForMaskedLM": "minitransformer.models.bert:BertForMaskedLM"},
+        weight_map="minitransformer.loading.maps.bert:weight_map",
+    ))
+
+Paths are ``"module:attribute"`` strings imported on first use, so the loading package never imports a
+model file that is not used (and models may import ``loading`` without a cycle). The first
+architecture listed is the default, used when ``config.json`` has none or an unknown one.
+"""
+
+from minitransformer.loading.core import empty_weights, from_pretrained, load_weights, save_pretrained
+from minitransformer.loading.hub import resolve_checkpoint_dir
+from minitransformer.loading.io import Checkpoint
+from minitransformer.loading.registry import REGISTRY, Family, family_for_model, get_family, register
+from minitransformer.loading.weight_map import (
+    LayoutTransform,
+    LoadingError,
+    Rule,
+    WeightMap,
+    convert,
+    rename,
+)
+
+__all__ = [
+    "Checkpoint",
+    "Family",
+    "LayoutTransform",
+    "LoadingError",
+    "REGISTRY",
+    "Rule",
+    "WeightMap",
+    "convert",
+    "empty_weights",
+    "family_for_model",
+    "from_pretrained",
+    "get_family",
+    "load_weights",
+    "register",
+    "rename",
+    "resolve_checkpoint_dir",
+    "save_pretrained",
+]

@@ -1,0 +1,193 @@
+"""Declarative weight-name maps between HuggingFace checkpoints and our modules.
+
+A :class:`WeightMap` is a list of :class:`Rule` s. A rule names some checkpoint keys (HF names), some
+of our state-dict names, and the :class:`LayoutTransform` between them (none for a plain rename).
+Names may hold placeholders such as ``{i}`` (a layer number): ``"transformer.h.{i}.ln_1.weight"``
+matches ``transformer.h.0.ln_1.weight``, ``transformer.h.1.ln_1.weight``, ... and the number found
+fills the rule's other names.
+
+The same rules run in both directions: :meth:`WeightMap.to_ours` when loading, :meth:`WeightMap.to_hf`
+when saving. Nothing is raised halfway: problems are collected and reported together in a
+:class:`LoadingError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+Tensors = tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class LayoutTransform:
+    """A named, invertible change of tensor layout between a checkpoint and our modules.
+
+    Args:
+        name: short name used in error messages.
+        why: one or two sentences on why the layouts differ (shown by ``help`` and in the docs).
+        to_ours: HF tensors (in the rule's ``hf`` order) -> our tensors (in the rule's ``ours`` order).
+        to_hf: the inverse.
+    """
+
+    name: str
+    why: str
+    to_ours: Callable[..., Tensors]
+    to_hf: Callable[..., Tensors]
+
+    def __repr__(self) -> str:
+        return f"LayoutTransform({self.name!r})"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """HF names <-> our names, through ``transform`` (``None``: one tensor, renamed, unchanged)."""
+
+    hf: tuple[str, ...]
+    ours: tuple[str, ...]
+    transform: LayoutTransform | None = None
+
+    def __post_init__(self):
+        if self.transform is None and (len(self.hf) != 1 or len(self.ours) != 1):
+            raise ValueError(f"a rule without a transform maps one name to one name, got {self.hf} -> {self.ours}")
+
+
+def rename(hf: str, ours: str) -> Rule:
+    """A weight stored exactly as we store it, under another name (or the same)."""
+    return Rule((hf,), (ours,))
+
+
+def convert(hf: str | tuple[str, ...], ours: str | tuple[str, ...], transform: LayoutTransform) -> Rule:
+    """A weight whose layout differs: ``transform`` turns the HF tensors into ours and back."""
+    as_tuple = lambda names: (names,) if isinstance(names, str) else tuple(names)  # noqa: E731
+    return Rule(as_tuple(hf), as_tuple(ours), transform)
+
+
+class LoadingError(RuntimeError):
+    """Checkpoint and model disagree. Lists every missing key, unexpected key and shape mismatch."""
+
+    def __init__(self, missing: list[str], unexpected: list[str], mismatched: list[str], where: str = ""):
+        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+        lines = [f"the checkpoint{(' ' + where) if where else ''} does not fit the model:"]
+        for title, items in (("missing weights (the model needs them, the checkpoint lacks them)", missing),
+                             ("unexpected weights (in the checkpoint, no place in the model)", unexpected),
+                             ("shape mismatches", mismatched)):
+            if items:
+                lines.append(f"  {len(items)} {title}:")
+                lines.extend(f"    {item}" for item in items)
+        lines.append("Check that config.json matches the weights (model_type, sizes, number of layers), "
+                     "or that the family's WeightMap in minitransformer/loading/maps/ covers these names.")
+        super().__init__("\n".join(lines))
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _compile(pattern: str) -> re.Pattern:
+    """``"h.{i}.ln_1.weight"`` -> regex with a named group of digits for each placeholder."""
+    parts, last = [], 0
+    for m in _PLACEHOLDER.finditer(pattern):
+        parts.append(re.escape(pattern[last:m.start()]))
+        parts.append(f"(?P<{m.group(1)}>\\d+)")
+        last = m.end()
+    parts.append(re.escape(pattern[last:]))
+    return re.compile("".join(parts) + r"\Z")
+
+
+def _matches(patterns: tuple[str, ...], names: Iterable[str]) -> list[dict[str, str]]:
+    """Placeholder values for which ``patterns[0]`` matches one of ``names``, in a stable order."""
+    regex = _compile(patterns[0])
+    found = [m.groupdict() for m in map(regex.match, names) if m]
+    return sorted(found, key=lambda g: tuple(int(v) for v in g.values()))
+
+
+@dataclass(frozen=True)
+class WeightMap:
+    """A family's checkpoint layout, declared as rules.
+
+    Args:
+        rules: the :class:`Rule` s; each of our names must come from exactly one.
+        hf_prefix: the prefix a head model puts before the base model's names (``"transformer."`` for
+            GPT2LMHeadModel, ``"model."`` for LlamaForCausalLM). A checkpoint saved from the base
+            model (GPT2Model) has no key with it; then it is added to every key before matching.
+        ignore: regexes (``re.search``) of checkpoint keys to drop silently, e.g. buffers old
+            versions of transformers saved (GPT-2's ``attn.bias`` causal mask, RoPE's ``inv_freq``).
+    """
+
+    rules: tuple[Rule, ...]
+    hf_prefix: str = ""
+    ignore: tuple[str, ...] = field(default=())
+
+    def to_ours(self, hf_keys: Iterable[str], get: Callable[[str], torch.Tensor]
+                ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+        """Map a checkpoint to our names.
+
+        Args:
+            hf_keys: the checkpoint's keys.
+            get: reads one checkpoint tensor by its key (lazily, so only what is used is read).
+
+        Returns:
+            (our name -> tensor, checkpoint keys no rule used, checkpoint keys a rule needed but missing)
+        """
+        hf_keys = list(hf_keys)
+        # Our rules speak the head model's names; a base-model checkpoint needs the prefix added.
+        add_prefix = bool(self.hf_prefix) and not any(k.startswith(self.hf_prefix) for k in hf_keys)
+        original = {(self.hf_prefix + k if add_prefix else k): k for k in hf_keys}
+        ignored = {k for k in original if any(re.search(p, k) for p in self.ignore)}
+        available = [k for k in original if k not in ignored]
+
+        ours: dict[str, torch.Tensor] = {}
+        used: set[str] = set()
+        missing_hf: list[str] = []
+        for rule in self.rules:
+            for groups in _matches(rule.hf, available):
+                hf_names = [name.format(**groups) for name in rule.hf]
+                absent = [n for n in hf_names if n not in original]
+                if absent:
+                    missing_hf.extend(absent)
+                    continue
+                tensors = tuple(get(original[n]) for n in hf_names)
+                used.update(hf_names)
+                converted = tensors if rule.transform is None else rule.transform.to_ours(*tensors)
+                for name, tensor in zip(rule.ours, converted, strict=True):
+                    ours[name.format(**groups)] = tensor
+        unexpected = [original[k] for k in available if k not in used]
+        return ours, unexpected, missing_hf
+
+    def to_hf(self, ours: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map our state dict to HF names and layouts (the inverse of :meth:`to_ours`).
+
+        Raises:
+            LoadingError: a name of ours that no rule covers (a gap in the map, not in your model).
+        """
+        hf: dict[str, torch.Tensor] = {}
+        used: set[str] = set()
+        missing: list[str] = []
+        for rule in self.rules:
+            for groups in _matches(rule.ours, ours):
+                our_names = [name.format(**groups) for name in rule.ours]
+                absent = [n for n in our_names if n not in ours]
+                if absent:
+                    missing.extend(absent)
+                    continue
+                tensors = tuple(ours[n] for n in our_names)
+                used.update(our_names)
+                converted = tensors if rule.transform is None else rule.transform.to_hf(*tensors)
+                for name, tensor in zip(rule.hf, converted, strict=True):
+                    hf[name.format(**groups)] = tensor
+        unmapped = [n for n in ours if n not in used]
+        if missing or unmapped:
+            raise LoadingError(missing, unmapped, [], where="(export: our names the map does not cover)")
+        return hf
+
+    def hf_names_for(self, our_name: str) -> list[str]:
+        """The checkpoint keys a name of ours is made from (for error messages)."""
+        for rule in self.rules:
+            for pattern in rule.ours:
+                m = _compile(pattern).match(our_name)
+                if m:
+                    return [name.format(**m.groupdict()) for name in rule.hf]
+        return []

@@ -1,0 +1,412 @@
+"""What every tokenizer shares: the pipeline, added tokens, batching, streaming and saving.
+
+The pipeline is the one of Hugging Face ``tokenizers``::
+
+    text --split on added tokens--> segments --normalize--> --pre-tokenize--> pieces
+         --model (BPE / WordPiece / Unigram)--> ids --post-process--> [CLS] ids [SEP]
+
+Subclasses supply only the model: ``_encode_piece(piece) -> ids`` and the vocabulary.
+Pieces repeat a lot in real text (``" the"``), so their ids are cached.
+
+>>> tok = load_tokenizer("gpt2")                      # doctest: +SKIP
+>>> tok(["Hi", "Hello world"], padding=True, return_tensors="pt")["attention_mask"]  # doctest: +SKIP
+tensor([[1, 0], [1, 1]])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import regex
+
+from .normalize import Normalizer
+from .pretokenize import Metaspace, PreTokenizer
+from .processors import Decoder, PostProcessor
+
+_CACHE_LIMIT = 200_000  # pieces; past this the cache stops growing, so memory stays bounded
+
+
+class TokenizerFileError(ValueError):
+    """A tokenizer file that cannot be used; the message names the file and the fault."""
+
+
+@dataclass
+class AddedToken:
+    """A token matched whole in the raw text before any other step (``<|endoftext|>``, ``[CLS]``)."""
+
+    content: str
+    id: int
+    special: bool = True
+    single_word: bool = False
+    lstrip: bool = False
+    rstrip: bool = False
+    normalized: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"id": d.pop("id"), "content": d.pop("content"), **d}
+
+
+class BatchEncoding(dict):
+    """The dict ``__call__`` returns; ``enc.input_ids`` works as well as ``enc["input_ids"]``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Tokenizer:
+    """Base class. Subclasses implement ``_encode_piece``, ``_model_vocab`` and ``_model_to_dict``."""
+
+    model_input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+    _stream_spaces = " \t\n\r"  # characters that every pre-tokenizer treats as a boundary
+
+    def __init__(
+        self,
+        normalizer: Normalizer | None = None,
+        pre_tokenizer: PreTokenizer | None = None,
+        post_processor: PostProcessor | None = None,
+        decoder: Decoder | None = None,
+        added_tokens: Sequence[AddedToken] = (),
+    ) -> None:
+        self.normalizer = normalizer
+        self.pre_tokenizer = pre_tokenizer
+        self.post_processor = post_processor
+        self.decoder = decoder
+        self.padding_side = "right"
+        self.truncation_side = "right"
+        self.pad_token: str | None = None
+        self.model_max_length: int | None = None
+        self._cache: dict[str, tuple[int, ...]] = {}
+        self.added_tokens: list[AddedToken] = []
+        self.add_tokens(added_tokens)
+
+    # ------------------------------------------------------------------ the model (subclasses)
+
+    def _encode_piece(self, piece: str) -> list[int]:
+        """Ids of one pre-tokenized piece."""
+        raise NotImplementedError
+
+    def _model_vocab(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def _model_to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ vocabulary
+
+    def add_tokens(self, tokens: Iterable[AddedToken]) -> None:
+        """Register tokens that are matched whole in the raw text (longest first)."""
+        self.added_tokens += list(tokens)
+        self._added_by_id = {t.id: t for t in self.added_tokens}
+        self._added_by_content = {t.content: t for t in self.added_tokens}
+        alternatives = []
+        for i, t in enumerate(sorted(self.added_tokens, key=lambda t: -len(t.content))):
+            body = regex.escape(t.content)
+            if t.single_word:
+                body = rf"(?<!\w){body}(?!\w)"
+            left, right = (r"\s*" if t.lstrip else ""), (r"\s*" if t.rstrip else "")
+            alternatives.append(f"(?P<t{i}>{left}{body}{right})")
+        self._added_order = sorted(self.added_tokens, key=lambda t: -len(t.content))
+        self._added_regex = regex.compile("|".join(alternatives)) if alternatives else None
+
+    def get_vocab(self) -> dict[str, int]:
+        vocab = dict(self._model_vocab())
+        vocab.update({t.content: t.id for t in self.added_tokens})
+        return vocab
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, added tokens included: the size an embedding table needs."""
+        vocab = self.get_vocab()
+        return max(vocab.values()) + 1 if vocab else 0
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.get_vocab().get(token)
+
+    def id_to_token(self, id: int) -> str | None:
+        return self._id_to_token_map().get(id)
+
+    def _id_to_token_map(self) -> dict[int, str]:
+        if getattr(self, "_reverse", None) is None:
+            self._reverse = {i: t for t, i in self._model_vocab().items()}
+            self._reverse.update({t.id: t.content for t in self.added_tokens})
+        return self._reverse
+
+    @property
+    def pad_token_id(self) -> int | None:
+        return None if self.pad_token is None else self.token_to_id(self.pad_token)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _segments(self, text: str) -> Iterator[tuple[str, int | None]]:
+        """Split on added tokens: yields ``(segment, None)`` for plain text and ``(token, id)``."""
+        if self._added_regex is None:
+            yield text, None
+            return
+        last = 0
+        for m in self._added_regex.finditer(text):
+            if m.start() > last:
+                yield text[last : m.start()], None
+            yield m.group(), self._added_order[int(m.lastgroup[1:])].id
+            last = m.end()
+        if last < len(text):
+            yield text[last:], None
+
+    def _pieces(self, segment: str, first: bool) -> list[str]:
+        if self.normalizer is not None:
+            segment = self.normalizer(segment)
+        if self.pre_tokenizer is None:
+            return [segment] if segment else []
+        if isinstance(self.pre_tokenizer, Metaspace):
+            return self.pre_tokenizer.split(segment, first=first)
+        return self.pre_tokenizer.split(segment)
+
+    def _encode_text(self, text: str) -> list[int]:
+        """Ids of ``text`` without the post-processor's special tokens."""
+        ids: list[int] = []
+        cache = self._cache
+        for position, (segment, added_id) in enumerate(self._segments(text)):
+            if added_id is not None:
+                ids.append(added_id)
+                continue
+            for piece in self._pieces(segment, first=position == 0):
+                piece_ids = cache.get(piece)
+                if piece_ids is None:
+                    piece_ids = tuple(self._encode_piece(piece))
+                    if len(cache) < _CACHE_LIMIT:
+                        cache[piece] = piece_ids
+                ids += piece_ids
+        return ids
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """The ids of ``text``; ``add_special_tokens`` wraps them as the post-processor says."""
+        ids = self._encode_text(text)
+        if add_special_tokens and self.post_processor is not None:
+            ids, _ = self.post_processor.process(ids)
+        return ids
+
+    def encode_iterable(self, chunks: Iterable[str]) -> Iterator[int]:
+        """Stream the ids of a text given in chunks (the lines of an open file, say).
+
+        Yields exactly ``encode("".join(chunks), add_special_tokens=False)`` while holding only
+        one chunk and a short carry-over: the tail after the last safe cut point, which may still
+        merge with the next chunk. Added tokens must not straddle two chunks.
+        """
+        carry = ""
+        for chunk in chunks:
+            buffer = carry + chunk
+            cut = self._stream_cut(buffer)
+            if cut > 0:
+                yield from self._encode_text(buffer[:cut])
+            carry = buffer[cut:]
+        if carry:
+            yield from self._encode_text(carry)
+
+    def _stream_cut(self, buffer: str, spaces: str | None = None) -> int:
+        """Where ``buffer`` can be cut without changing its ids: before its last run of whitespace.
+
+        Right for pre-tokenizers that split at whitespace (BERT, Metaspace); byte-level BPE
+        overrides it because GPT-2's pattern glues a space to the word after it.
+        """
+        spaces = spaces or self._stream_spaces
+        i = len(buffer)
+        while i > 0 and buffer[i - 1] not in spaces:  # step back over an unfinished word
+            i -= 1
+        while i > 0 and buffer[i - 1] in spaces:  # and over the whitespace before it
+            i -= 1
+        return i
+
+    # ------------------------------------------------------------------ decoding
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Text of ``ids``. Unknown ids are skipped; bytes that are not UTF-8 become U+FFFD."""
+        reverse = self._id_to_token_map()
+        tokens = []
+        for i in ids:
+            token = reverse.get(int(i))
+            if token is None:
+                continue
+            if skip_special_tokens and int(i) in self._added_by_id and self._added_by_id[int(i)].special:
+                continue
+            tokens.append(token)
+        if self.decoder is None:
+            return " ".join(tokens)
+        return self.decoder(tokens)
+
+    def batch_decode(self, sequences: Iterable[Iterable[int]], skip_special_tokens: bool = False) -> list[str]:
+        return [self.decode(ids, skip_special_tokens) for ids in sequences]
+
+    # ------------------------------------------------------------------ batching (transformers semantics)
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return 0 if self.post_processor is None else self.post_processor.num_special_tokens_to_add(pair)
+
+    def _truncate(self, ids: list[int], n: int) -> list[int]:
+        return ids[:n] if self.truncation_side == "right" else ids[len(ids) - n :]
+
+    def _truncate_pair(
+        self, a: list[int], b: list[int] | None, max_length: int, strategy: str
+    ) -> tuple[list[int], list[int] | None]:
+        budget = max_length - self.num_special_tokens_to_add(b is not None)
+        if budget < 0:
+            raise ValueError(
+                f"max_length={max_length} leaves no room: the special tokens alone take {max_length - budget}"
+            )
+        if b is None:
+            return self._truncate(a, min(len(a), budget)), None
+        if strategy == "only_first":
+            return self._truncate(a, max(0, budget - len(b))), b
+        if strategy == "only_second":
+            return a, self._truncate(b, max(0, budget - len(a)))
+        # longest_first, as tokenizers does it: the shorter keeps what it has, up to half the budget.
+        n1, n2 = len(a), len(b)
+        swapped = n1 > n2
+        if swapped:
+            n1, n2 = n2, n1
+        n2 = n1 if n1 > budget else max(n1, budget - n1)
+        if n1 + n2 > budget:
+            n1 = budget // 2
+            n2 = n1 + budget % 2
+        if swapped:
+            n1, n2 = n2, n1
+        return self._truncate(a, min(n1, len(a))), self._truncate(b, min(n2, len(b)))
+
+    def __call__(
+        self,
+        text: str | list[str],
+        text_pair: str | list[str] | None = None,
+        *,
+        add_special_tokens: bool = True,
+        padding: bool | str = False,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+        padding_side: str | None = None,
+        return_attention_mask: bool = True,
+        return_token_type_ids: bool | None = None,
+    ) -> BatchEncoding:
+        """Encode one text or a batch, as ``transformers``' tokenizers do.
+
+        Args:
+            text: a string or a list of strings.
+            text_pair: the second segment(s), for models such as BERT that take pairs.
+            padding: ``True``/``"longest"`` pads to the longest in the batch, ``"max_length"`` to
+                ``max_length``; on the side given by ``padding_side`` (default ``self.padding_side``).
+            truncation: ``True``/``"longest_first"``, ``"only_first"`` or ``"only_second"``; when
+                ``None``, a given ``max_length`` without padding turns it on, as in transformers.
+            return_tensors: ``"pt"`` for ``torch.long`` tensors of shape ``(B, T)``.
+
+        Returns:
+            ``input_ids``, ``attention_mask`` and, for models that use them, ``token_type_ids``.
+        """
+        single = isinstance(text, str)
+        texts = [text] if single else list(text)
+        pairs: list[str | None]
+        if text_pair is None:
+            pairs = [None] * len(texts)
+        else:
+            pairs = [text_pair] if isinstance(text_pair, str) else list(text_pair)
+            if len(pairs) != len(texts):
+                raise ValueError(f"got {len(texts)} texts but {len(pairs)} text pairs")
+
+        padding = {True: "longest", False: "do_not_pad"}.get(padding, padding)  # type: ignore[arg-type]
+        if truncation is None:
+            truncation = max_length is not None and padding == "do_not_pad"
+        truncation = {True: "longest_first", False: "do_not_truncate"}.get(truncation, truncation)  # type: ignore[arg-type]
+        if max_length is None and (truncation != "do_not_truncate" or padding == "max_length"):
+            max_length = self.model_max_length
+            if max_length is None and padding == "max_length":
+                raise ValueError("padding='max_length' needs max_length= (this tokenizer has no model_max_length)")
+
+        rows = []
+        for a_text, b_text in zip(texts, pairs):
+            a = self._encode_text(a_text)
+            b = None if b_text is None else self._encode_text(b_text)
+            if truncation != "do_not_truncate" and max_length is not None:
+                a, b = self._truncate_pair(a, b, max_length, truncation)
+            if add_special_tokens and self.post_processor is not None:
+                ids, type_ids = self.post_processor.process(a, b)
+            else:
+                ids, type_ids = a + (b or []), [0] * len(a) + [1] * len(b or [])
+            rows.append((ids, type_ids))
+
+        want_types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
+        out: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "token_type_ids": []}
+        target = {"longest": max((len(r[0]) for r in rows), default=0), "max_length": max_length}.get(padding)
+        side = padding_side or self.padding_side
+        if target is not None and self.pad_token_id is None and any(len(r[0]) < target for r in rows):
+            raise ValueError("asked to pad but this tokenizer has no pad token: set tokenizer.pad_token first")
+        for ids, type_ids in rows:
+            mask = [1] * len(ids)
+            n_pad = max(0, (target or 0) - len(ids))
+            if n_pad:
+                pad_id = self.pad_token_id
+                if side == "left":
+                    ids, type_ids, mask = [pad_id] * n_pad + ids, [0] * n_pad + type_ids, [0] * n_pad + mask
+                else:
+                    ids, type_ids, mask = ids + [pad_id] * n_pad, type_ids + [0] * n_pad, mask + [0] * n_pad
+            out["input_ids"].append(ids)
+            out["attention_mask"].append(mask)
+            out["token_type_ids"].append(type_ids)
+        if not return_attention_mask:
+            del out["attention_mask"]
+        if not want_types:
+            del out["token_type_ids"]
+
+        if return_tensors == "pt":
+            import torch
+
+            if len({len(r) for r in out["input_ids"]}) > 1:
+                raise ValueError("sequences have different lengths: pass padding=True to make a tensor")
+            return BatchEncoding({k: torch.tensor(v, dtype=torch.long).reshape(len(v), -1) for k, v in out.items()})
+        if return_tensors is not None:
+            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt' or None")
+        if single:
+            return BatchEncoding({k: v[0] for k, v in out.items()})
+        return BatchEncoding(out)
+
+    # ------------------------------------------------------------------ saving
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole tokenizer as a ``tokenizer.json`` document."""
+
+        def dump(part: Any) -> Any:
+            return None if part is None else part.to_dict()
+
+        return {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [t.to_dict() for t in sorted(self.added_tokens, key=lambda t: t.id)],
+            "normalizer": dump(self.normalizer),
+            "pre_tokenizer": dump(self.pre_tokenizer),
+            "post_processor": dump(self.post_processor),
+            "decoder": dump(self.decoder),
+            "model": self._model_to_dict(),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``tokenizer.json`` (into ``path`` if it is a directory); returns the file written.
+
+        ``tokenizers.Tokenizer.from_file`` loads it and encodes exactly as this tokenizer does.
+        A directory also gets a small ``tokenizer_config.json`` with the padding settings.
+        """
+        path = Path(path)
+        if path.is_dir() or not path.suffix:
+            path.mkdir(parents=True, exist_ok=True)
+            config = {"pad_token": self.pad_token, "model_max_length": self.model_max_length,
+                      "padding_side": self.padding_side, "truncation_side": self.truncation_side}  # fmt: skip
+            (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+            path = path / "tokenizer.json"
+        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+        return path
