@@ -264,10 +264,18 @@ class Tokenizer:
             )
         if b is None:
             return self._truncate(a, min(len(a), budget)), None
-        if strategy == "only_first":
-            return self._truncate(a, max(0, budget - len(b))), b
-        if strategy == "only_second":
-            return a, self._truncate(b, max(0, budget - len(a)))
+        if strategy in ("only_first", "only_second"):
+            to_remove = len(a) + len(b) - budget
+            if to_remove <= 0:
+                return a, b
+            target = a if strategy == "only_first" else b
+            if len(target) <= to_remove:
+                raise ValueError(
+                    f"truncation={strategy!r}: that sequence has {len(target)} tokens, too few to remove the "
+                    f"{to_remove} needed for max_length={max_length}; use truncation='longest_first'"
+                )
+            cut = self._truncate(target, len(target) - to_remove)
+            return (cut, b) if strategy == "only_first" else (a, cut)
         # longest_first, as tokenizers does it: the shorter keeps what it has, up to half the budget.
         n1, n2 = len(a), len(b)
         swapped = n1 > n2
@@ -408,5 +416,6 @@ class Tokenizer:
                       "padding_side": self.padding_side, "truncation_side": self.truncation_side}  # fmt: skip
             (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
             path = path / "tokenizer.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
         return path

@@ -13,7 +13,7 @@ same choices:
   current one, and only pairs that *gained* occurrences are pushed after a merge;
 * training stops at ``vocab_size``, or when the best count is below ``min_frequency``.
 
->>> vocab, merges = train_bpe(["aaab aab"], lambda t: t.split(" "), 259, 2, [], False)
+>>> vocab, merges = train_bpe(["aab aab aaab"], lambda t: t.split(" "), 259, 2, [], False)
 >>> merges
 [('a', 'a'), ('aa', 'b')]
 """
