@@ -49,3 +49,6 @@ from minitransformer.layers.rope import (
 )
 
 __all__ = [name for name in dir() if not name.startswith("_")]
+from minitransformer.layers.relative_position import RelativePositionBias, relative_position_bucket  # noqa: E402
+
+__all__ += ["RelativePositionBias", "relative_position_bucket"]

@@ -21,8 +21,10 @@ What happens in :func:`from_pretrained` (``loading/core.py``), step by step:
 5. **Map** (``weight_map.py`` + ``maps/<family>.py``): the family's declarative :class:`WeightMap`
    turns HF names and layouts into ours. Problems are collected, not raised one at a time: a single
    :class:`LoadingError` lists every missing key, unexpected key and shape mismatch by name.
-6. **Assign** (``core.py``): each mapped tensor (cast to ``dtype`` if asked) *becomes* the
-   parameter, no copy into a pre-allocated one, so peak memory is about one copy of the weights.
+6. **Assign** (``core.py``): each mapped tensor is copied (cast to ``dtype`` if asked) into fresh
+   contiguous memory that *becomes* the parameter (no random init to overwrite), and the file's
+   pages are handed back right away (``Checkpoint.release``), so peak memory is about one copy of
+   the weights.
    Tied parameters (an LM head sharing the embedding) are found on the model itself and re-tied.
 7. ``model.to(device).eval()``.
 

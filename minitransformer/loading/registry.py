@@ -98,3 +98,10 @@ register(Family("mistral", f"{_LLAMA}:MistralConfig", {"MistralForCausalLM": f"{
                 "minitransformer.loading.maps.llama:WEIGHT_MAP"))
 register(Family("qwen2", f"{_LLAMA}:Qwen2Config", {"Qwen2ForCausalLM": f"{_LLAMA}:Llama"},
                 "minitransformer.loading.maps.llama:WEIGHT_MAP"))
+_BERT = "minitransformer.models.bert"
+_T5 = "minitransformer.models.t5"
+register(Family("bert", f"{_BERT}:BertConfig", {"BertModel": f"{_BERT}:BERT", "BertForMaskedLM": f"{_BERT}:BertForMaskedLM",
+                                               "BertForSequenceClassification": f"{_BERT}:BertForSequenceClassification"},
+                "minitransformer.loading.maps.bert:weight_map"))
+register(Family("t5", f"{_T5}:T5Config", {"T5ForConditionalGeneration": f"{_T5}:T5"},
+                "minitransformer.loading.maps.t5:weight_map"))

@@ -25,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -38,13 +38,12 @@ from minitransformer.layers.embeddings import LearnedPositionEmbedding, TokenEmb
 from minitransformer.layers.masks import padding_mask
 from minitransformer.layers.mlp import MLP, get_activation
 from minitransformer.layers.norms import LayerNorm
+from minitransformer.models.base import Config, PreTrainedModel
 from minitransformer.models.outputs import ModelOutput
-
-BERT_ARCHITECTURES = ("BertModel", "BertForMaskedLM", "BertForSequenceClassification")
 
 
 @dataclass
-class BertConfig:
+class BertConfig(Config):
     """BERT's hyperparameters, named as in HF's ``config.json`` (defaults: bert-base-uncased).
 
     ``id2label`` fixes the number of classes of a sequence classifier (``num_labels``, 2 when absent,
@@ -94,21 +93,21 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> BertConfig:
-        """Build from a ``config.json`` dict; keys we do not use (``transformers_version``...) are ignored.
+        """Build from a ``config.json`` dict; keys we do not use are kept in ``extra`` for the round trip.
 
         ``num_labels`` (a transformers keyword) is accepted and becomes ``id2label``.
         """
         if config.get("model_type", "bert") != "bert":
             raise ValueError(f"BertConfig reads model_type 'bert' configs, got model_type={config['model_type']!r}")
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in config.items() if k in known}
-        if "num_labels" in config and "id2label" not in config:
-            kwargs["id2label"] = {i: f"LABEL_{i}" for i in range(int(config["num_labels"]))}
-        return cls(**kwargs)
+        config = dict(config)
+        num_labels = config.pop("num_labels", None)
+        if num_labels is not None and config.get("id2label") is None:
+            config["id2label"] = {i: f"LABEL_{i}" for i in range(int(num_labels))}
+        return super().from_dict(config)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``config.json`` dict that transformers' ``AutoConfig`` reads back."""
-        out = asdict(self)
+        out = super().to_dict()
         out["model_type"] = self.model_type
         for key in ("id2label", "label2id"):
             if out[key] is None:
@@ -175,7 +174,7 @@ def bert_block(config: BertConfig, attn_implementation: str = "math") -> Encoder
     )
 
 
-class _BertPreTrained(nn.Module):
+class _BertPreTrained(PreTrainedModel):
     """What the three BERT classes share: the config and HF's initialisation."""
 
     config_class = BertConfig
@@ -307,10 +306,3 @@ class BertForSequenceClassification(_BertPreTrained):
         out.logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         return out
 
-
-#: HF ``architectures`` name -> our class.
-BERT_CLASSES: dict[str, type[nn.Module]] = {
-    "BertModel": BERT,
-    "BertForMaskedLM": BertForMaskedLM,
-    "BertForSequenceClassification": BertForSequenceClassification,
-}

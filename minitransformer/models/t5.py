@@ -28,7 +28,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -42,6 +42,7 @@ from minitransformer.layers.masks import decoder_mask, padding_mask, to_additive
 from minitransformer.layers.mlp import MLP, GatedMLP, get_activation
 from minitransformer.layers.norms import RMSNorm
 from minitransformer.layers.relative_position import RelativePositionBias
+from minitransformer.models.base import Config, PreTrainedModel
 from minitransformer.models.outputs import ModelOutput
 
 #: T5 does not divide the attention scores by sqrt(D). Mesh TensorFlow folded that factor into the
@@ -61,7 +62,7 @@ def tied_head_scale(config: T5Config) -> float:
 
 
 @dataclass
-class T5Config:
+class T5Config(Config):
     """T5's hyperparameters, named as in HF's ``config.json`` (defaults: t5-small).
 
     ``feed_forward_proj``: "relu" (v1.0) or "gated-gelu" (v1.1); in general "ACT" or "gated-ACT".
@@ -117,16 +118,17 @@ class T5Config:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> T5Config:
-        """Build from a ``config.json`` dict; keys we do not use are ignored."""
+        """Build from a ``config.json`` dict; keys we do not use are kept in ``extra`` for the round trip."""
         if config.get("model_type", "t5") != "t5":
             raise ValueError(f"T5Config reads model_type 't5' configs, got model_type={config['model_type']!r}")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in known})
+        return super().from_dict(config)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``config.json`` dict that transformers' ``AutoConfig`` reads back."""
-        out = asdict(self)
+        out = super().to_dict()
         out["model_type"] = self.model_type
+        # transformers 5 writes these two derived fields; keep them in step with feed_forward_proj.
+        out["dense_act_fn"], out["is_gated_act"] = self.dense_act_fn, self.is_gated_act
         return out
 
 
@@ -229,7 +231,7 @@ class T5Stack(nn.Module):
         )
 
 
-class T5(nn.Module):
+class T5(PreTrainedModel):
     """T5 for conditional generation (HF ``T5ForConditionalGeneration``).
 
     ``forward`` runs both halves; :meth:`encode` and :meth:`decode` run one each, so that generation can

@@ -1,0 +1,152 @@
+"""The KV cache: keys and values of tokens already seen, kept so each new token costs O(T), not O(T^2).
+
+Without a cache, generating token t re-runs attention's projections over all t-1 earlier tokens.
+Their keys and values never change (a causal model's earlier positions do not see later ones), so
+we compute them once and append.
+
+Every layer's attention calls ``cache.update(key, value)`` with this step's (B, Hkv, T, D) keys and
+values and gets back everything so far. Grouped-query attention stores Hkv heads, not H.
+
+Two kinds:
+
+- :class:`DynamicCache` grows by concatenation: simple, shapes change every step.
+- :class:`StaticCache` preallocates (B, Hkv, max_cache_len, D) per layer and writes in place, so
+  every decode step has the same shapes and ``torch.compile`` can compile it once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class LayerCache:
+    """One layer's keys and values, grown by concatenation along the sequence axis."""
+
+    def __init__(self) -> None:
+        self.key: torch.Tensor | None = None
+        self.value: torch.Tensor | None = None
+
+    def update(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.key is None:
+            self.key, self.value = key, value
+        else:
+            self.key = torch.cat([self.key, key], dim=2)  # (B, Hkv, S_past + T, D)
+            self.value = torch.cat([self.value, value], dim=2)  # (B, Hkv, S_past + T, D)
+        return self.key, self.value
+
+    @property
+    def length(self) -> int:
+        return 0 if self.key is None else self.key.shape[2]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.key is not None:
+            self.key, self.value = self.key[index], self.value[index]
+
+
+class DynamicCache:
+    """A cache that grows one concatenation per step, one :class:`LayerCache` per layer."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.layers = [LayerCache() for _ in range(num_layers)]
+
+    def __getitem__(self, layer: int) -> LayerCache:
+        return self.layers[layer]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def get_seq_length(self) -> int:
+        """Tokens cached so far (S_past)."""
+        return self.layers[0].length
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows ``index`` (beam search moves beams between hypotheses)."""
+        for layer in self.layers:
+            layer.reorder(index)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for layer in self.layers for t in (layer.key, layer.value) if t is not None]
+
+
+class StaticLayerCache:
+    """A preallocated (B, Hkv, max_cache_len, D) buffer written in place at the cache's position."""
+
+    def __init__(self, owner: StaticCache, key: torch.Tensor, value: torch.Tensor) -> None:
+        self.owner = owner
+        self.key, self.value = key, value
+
+    def update(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = self.owner.cache_position  # (T,) where this step's tokens go
+        self.key.index_copy_(2, positions, key.to(self.key.dtype))
+        self.value.index_copy_(2, positions, value.to(self.value.dtype))
+        return self.key, self.value  # full buffers: the mask hides slots not yet written
+
+    @property
+    def length(self) -> int:
+        return self.owner.seen
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.key.copy_(self.key[index])
+        self.value.copy_(self.value[index])
+
+
+class StaticCache:
+    """Fixed-size buffers for every layer; attention always sees S = max_cache_len keys.
+
+    The caller sets ``cache_position`` (the slots the next tokens fill) before each forward and
+    masks slots beyond the tokens written so far; :meth:`advance` moves the position on.
+    """
+
+    def __init__(self, num_layers: int, batch_size: int, num_key_value_heads: int, head_dim: int,
+                 max_cache_len: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
+        shape = (batch_size, num_key_value_heads, max_cache_len, head_dim)
+        self.max_cache_len = max_cache_len
+        self.seen = 0
+        self.cache_position = torch.arange(0, device=device)
+        self.layers = [
+            StaticLayerCache(self, torch.zeros(shape, dtype=dtype, device=device),
+                             torch.zeros(shape, dtype=dtype, device=device))
+            for _ in range(num_layers)
+        ]
+
+    def __getitem__(self, layer: int) -> StaticLayerCache:
+        return self.layers[layer]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def get_seq_length(self) -> int:
+        return self.seen
+
+    def prepare(self, num_new_tokens: int) -> torch.Tensor:
+        """Set ``cache_position`` for the next ``num_new_tokens`` tokens and return it."""
+        if self.seen + num_new_tokens > self.max_cache_len:
+            raise ValueError(
+                f"StaticCache holds max_cache_len={self.max_cache_len} tokens; {self.seen} are cached and "
+                f"{num_new_tokens} more do not fit. Build the cache with a larger max_cache_len."
+            )
+        device = self.layers[0].key.device
+        self.cache_position = torch.arange(self.seen, self.seen + num_new_tokens, device=device)
+        return self.cache_position
+
+    def advance(self, num_new_tokens: int) -> None:
+        self.seen += num_new_tokens
+
+    def reorder(self, index: torch.Tensor) -> None:
+        for layer in self.layers:
+            layer.reorder(index)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for layer in self.layers for t in (layer.key, layer.value)]
+
+
+def cache_nbytes(cache: DynamicCache | StaticCache) -> int:
+    """Bytes the cache's tensors hold: 2 x layers x B x Hkv x S x D x bytes per element."""
+    return sum(t.numel() * t.element_size() for t in cache.tensors())
+
+
+def expected_cache_nbytes(num_layers: int, batch_size: int, num_key_value_heads: int, seq_len: int, head_dim: int,
+                          dtype: torch.dtype = torch.float32) -> int:
+    """The formula of chapter 9, written out: keys and values (2) for every layer, row, head, token and dim."""
+    bytes_per_element = torch.empty((), dtype=dtype).element_size()
+    return 2 * num_layers * batch_size * num_key_value_heads * seq_len * head_dim * bytes_per_element

@@ -1,0 +1,1 @@
+"""One weight-name map per model family: HF checkpoint names and layouts <-> ours."""

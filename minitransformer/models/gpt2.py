@@ -1,0 +1,159 @@
+"""GPT-2 (Radford et al. 2019), built from the shared layers.
+
+    ids -> token embedding + learned position embedding -> n_layer pre-norm decoder blocks
+        -> final LayerNorm -> LM head (tied to the token embedding) -> logits
+
+Shapes: B batch, T sequence length, C = n_embd, H = n_head, V = vocab_size.
+
+The module names follow HF's GPT2LMHeadModel (``transformer.wte``, ``transformer.h.{i}``,
+``transformer.ln_f``, ``lm_head``) except inside a block, where the shared layers' names are used
+(``self_attn.q_proj``, ``attn_norm``, ``mlp.up_proj``...). ``loading/maps/gpt2.py`` maps one to the
+other, including the Conv1D transpose and the split of the fused ``c_attn``.
+
+Example:
+    >>> model = GPT2(GPT2Config(vocab_size=100, n_positions=16, n_embd=32, n_layer=2, n_head=4))
+    >>> model(torch.tensor([[1, 2, 3]])).logits.shape
+    torch.Size([1, 3, 100])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minitransformer.layers import (
+    MLP,
+    DecoderBlock,
+    LayerNorm,
+    LearnedPositionEmbedding,
+    MultiHeadAttention,
+    TokenEmbedding,
+    decoder_mask,
+)
+from minitransformer.models.base import Config, PreTrainedModel, positions_from_attention_mask
+from minitransformer.models.outputs import ModelOutput
+
+
+@dataclass
+class GPT2Config(Config):
+    """GPT-2's hyperparameters under the names of HF's ``config.json``. Defaults: the 124M model."""
+
+    vocab_size: int = 50257
+    n_positions: int = 1024  # max_position_embeddings
+    n_embd: int = 768  # C
+    n_layer: int = 12
+    n_head: int = 12  # H
+    n_inner: int | None = None  # MLP width, default 4 * C
+    activation_function: str = "gelu_new"
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    scale_attn_weights: bool = True  # False: scores are not divided by sqrt(D)
+    scale_attn_by_inverse_layer_idx: bool = False  # True: layer i also divides them by i + 1
+    tie_word_embeddings: bool = True
+    bos_token_id: int = 50256
+    eos_token_id: int = 50256
+    model_type: str = "gpt2"
+    architectures: list[str] = field(default_factory=lambda: ["GPT2LMHeadModel"])
+
+
+class GPT2(PreTrainedModel):
+    """GPT-2 with its language-modelling head (HF's ``GPT2LMHeadModel``)."""
+
+    def __init__(self, config: GPT2Config, attn_implementation: str = "sdpa"):
+        super().__init__()
+        self.config = config
+        C, H = config.n_embd, config.n_head
+
+        def block(layer_idx: int) -> DecoderBlock:
+            scale = 1.0 / math.sqrt(C // H) if config.scale_attn_weights else 1.0
+            if config.scale_attn_by_inverse_layer_idx:
+                scale /= layer_idx + 1
+            return DecoderBlock(
+                self_attn=MultiHeadAttention(C, H, bias=True, scale=scale, dropout=config.attn_pdrop,
+                                             attn_implementation=attn_implementation),
+                mlp=MLP(C, config.n_inner or 4 * C, config.activation_function),
+                attn_norm=LayerNorm(C, config.layer_norm_epsilon),
+                mlp_norm=LayerNorm(C, config.layer_norm_epsilon),
+                norm_first=True,
+                dropout=config.resid_pdrop,
+            )
+
+        self.transformer = nn.ModuleDict(dict(
+            wte=TokenEmbedding(config.vocab_size, C),
+            wpe=LearnedPositionEmbedding(config.n_positions, C),
+            drop=nn.Dropout(config.embd_pdrop),
+            h=nn.ModuleList(block(i) for i in range(config.n_layer)),
+            ln_f=LayerNorm(C, config.layer_norm_epsilon),
+        ))
+        self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # one matrix reads and writes tokens
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """GPT-2's init: N(0, 0.02), and the projections into the residual stream scaled down by
+        sqrt(2 * n_layer) so the stream's variance does not grow with depth."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, TokenEmbedding, LearnedPositionEmbedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        if isinstance(module, DecoderBlock):
+            for proj in (module.self_attn.o_proj, module.mlp.down_proj):
+                nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> ModelOutput:
+        """Args:
+            input_ids: (B, T) token ids.
+            attention_mask: (B, T), 1 for tokens and 0 for padding (left or right).
+            position_ids: (B, T); default counts real tokens only (see ``positions_from_attention_mask``).
+            labels: (B, T) ids to predict; the loss compares position t's logits with labels[t + 1]
+                (-100 is ignored).
+            output_hidden_states: return the embedding output and every block's output (the last
+                after ``ln_f``), like transformers.
+            output_attentions: return each layer's attention probabilities (B, H, T, T).
+
+        Returns:
+            :class:`ModelOutput` with ``logits`` (B, T, V) and ``last_hidden_state`` (B, T, C).
+        """
+        B, T = input_ids.shape
+        if position_ids is None:
+            position_ids = positions_from_attention_mask(attention_mask, T, input_ids.device)  # (B|1, T)
+        x = self.transformer.wte(input_ids) + self.transformer.wpe(position_ids)  # (B, T, C)
+        x = self.transformer.drop(x)
+        mask = decoder_mask(attention_mask, T, device=input_ids.device)  # (B|1, 1, T, T), True = attend
+
+        hidden_states, attentions = [], []
+        for block in self.transformer.h:
+            hidden_states.append(x)
+            x, probs, _ = block(x, attn_mask=mask, output_attentions=output_attentions)
+            attentions.append(probs)
+        x = self.transformer.ln_f(x)  # (B, T, C)
+        hidden_states.append(x)
+        logits = self.lm_head(x)  # (B, T, V)
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        return ModelOutput(
+            logits=logits,
+            last_hidden_state=x,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+            loss=loss,
+        )

@@ -1,0 +1,232 @@
+"""LLaMA (Touvron et al. 2023, and Llama 2/3), built from the shared layers; Mistral and Qwen2 too.
+
+    ids -> token embedding -> num_hidden_layers pre-norm decoder blocks -> RMSNorm -> LM head -> logits
+
+    block:  x = x + attn(rmsnorm(x))    attention with RoPE on q and k, grouped-query heads
+            x = x + swiglu(rmsnorm(x))  down(silu(gate(x)) * up(x))
+
+Shapes: B batch, T sequence length, C = hidden_size, H = num_attention_heads,
+Hkv = num_key_value_heads, D = head_dim, V = vocab_size.
+
+There are no position embeddings to add: positions enter attention as rotations of q and k
+(:class:`RotaryEmbedding`), with HF's ``rope_theta`` and ``rope_scaling`` ("linear", "llama3").
+Mistral and Qwen2 checkpoints are the same network with another config: Mistral may limit attention
+to a sliding window, Qwen2 adds a bias to the q, k and v projections.
+
+Example:
+    >>> config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...                      num_attention_heads=4, num_key_value_heads=2)
+    >>> Llama(config)(torch.tensor([[1, 2, 3]])).logits.shape
+    torch.Size([1, 3, 100])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minitransformer.layers import (
+    DecoderBlock,
+    GatedMLP,
+    MultiHeadAttention,
+    RMSNorm,
+    RotaryEmbedding,
+    TokenEmbedding,
+    causal_mask,
+    check_positions,
+    decoder_mask,
+)
+from minitransformer.models.base import Config, PreTrainedModel, positions_from_attention_mask
+from minitransformer.models.outputs import ModelOutput
+
+
+@dataclass
+class LlamaConfig(Config):
+    """LLaMA's hyperparameters under the names of HF's ``config.json``. Defaults: Llama-2-7B."""
+
+    vocab_size: int = 32000
+    hidden_size: int = 4096  # C
+    intermediate_size: int = 11008  # SwiGLU width
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32  # H
+    num_key_value_heads: int | None = None  # Hkv; None = H (no grouping)
+    head_dim: int | None = None  # D; None = C // H
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 2048
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None  # {"rope_type": "linear" | "llama3", "factor": ..., ...}
+    attention_bias: bool = False  # bias on q, k, v and o projections
+    attention_dropout: float = 0.0
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    pad_token_id: int | None = None
+    model_type: str = "llama"
+    architectures: list[str] = field(default_factory=lambda: ["LlamaForCausalLM"])
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> LlamaConfig:
+        config = dict(config)
+        rope = config.pop("rope_parameters", None)
+        if rope:  # transformers >= 5 writes rope_theta and rope_scaling together as rope_parameters
+            rope = dict(rope)
+            config["rope_theta"] = rope.pop("rope_theta", config.get("rope_theta", 10000.0))
+            if config.get("rope_scaling") is None and rope.get("rope_type", rope.get("type")) != "default":
+                config["rope_scaling"] = rope
+        return super().from_dict(config)
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.attention_bias
+
+    @property
+    def o_bias(self) -> bool:
+        return self.attention_bias
+
+    @property
+    def window(self) -> int | None:
+        """Sliding-window size (each token sees at most this many keys, itself included), or None."""
+        return None
+
+
+@dataclass
+class MistralConfig(LlamaConfig):
+    """Mistral: LLaMA with an optional sliding attention window."""
+
+    sliding_window: int | None = 4096
+    model_type: str = "mistral"
+    architectures: list[str] = field(default_factory=lambda: ["MistralForCausalLM"])
+
+    @property
+    def window(self) -> int | None:
+        return self.sliding_window
+
+
+@dataclass
+class Qwen2Config(LlamaConfig):
+    """Qwen2: LLaMA with a bias on the q, k and v projections (not on o)."""
+
+    use_sliding_window: bool = False
+    sliding_window: int | None = None
+    max_window_layers: int = 28
+    model_type: str = "qwen2"
+    architectures: list[str] = field(default_factory=lambda: ["Qwen2ForCausalLM"])
+
+    def __post_init__(self):
+        if self.use_sliding_window:
+            raise NotImplementedError("Qwen2 with use_sliding_window=True is not supported; "
+                                      "set use_sliding_window to false in config.json")
+
+    @property
+    def qkv_bias(self) -> bool:
+        return True
+
+    @property
+    def o_bias(self) -> bool:
+        return False
+
+
+class Llama(PreTrainedModel):
+    """LLaMA with its language-modelling head (HF's ``LlamaForCausalLM``)."""
+
+    def __init__(self, config: LlamaConfig, attn_implementation: str = "sdpa"):
+        super().__init__()
+        self.config = config
+        C, H = config.hidden_size, config.num_attention_heads
+        Hkv = config.num_key_value_heads or H
+        D = config.head_dim or C // H
+        # One rotary module, shared by every layer: it holds only its frequency table (not a weight).
+        rotary = RotaryEmbedding(D, config.max_position_embeddings, config.rope_theta, config.rope_scaling)
+
+        def block() -> DecoderBlock:
+            return DecoderBlock(
+                self_attn=MultiHeadAttention(C, H, Hkv, head_dim=D, bias=config.qkv_bias, out_bias=config.o_bias,
+                                             dropout=config.attention_dropout, rotary=rotary,
+                                             attn_implementation=attn_implementation),
+                mlp=GatedMLP(C, config.intermediate_size, config.hidden_act, bias=config.mlp_bias),
+                attn_norm=RMSNorm(C, config.rms_norm_eps),
+                mlp_norm=RMSNorm(C, config.rms_norm_eps),
+                norm_first=True,
+            )
+
+        self.model = nn.ModuleDict(dict(
+            embed_tokens=TokenEmbedding(config.vocab_size, C),
+            rotary_emb=rotary,
+            layers=nn.ModuleList(block() for _ in range(config.num_hidden_layers)),
+            norm=RMSNorm(C, config.rms_norm_eps),
+        ))
+        self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """N(0, initializer_range) for every matrix, zero biases (norms start at one)."""
+        if isinstance(module, (nn.Linear, TokenEmbedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def attention_mask(self, attention_mask: torch.Tensor | None, T: int, device: torch.device) -> torch.Tensor:
+        """Causal AND padding AND (Mistral) sliding window: bool (B|1, 1, T, T), True = attend."""
+        mask = decoder_mask(attention_mask, T, device=device)  # (B|1, 1, T, T)
+        if self.config.window is not None and T > self.config.window:
+            # key j is visible from query i only if i - j < window, i.e. the window's last keys
+            too_old = causal_mask(T, device=device).tril(-self.config.window)  # (T, T)
+            mask = mask & ~too_old
+        return mask
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> ModelOutput:
+        """Args:
+            input_ids: (B, T) token ids.
+            attention_mask: (B, T), 1 for tokens and 0 for padding (left or right).
+            position_ids: (B, T); default counts real tokens only (see ``positions_from_attention_mask``).
+            labels: (B, T) ids to predict; position t's logits are scored against labels[t + 1].
+            output_hidden_states: the embedding output and every layer's output (the last after the
+                final norm), like transformers.
+            output_attentions: each layer's attention probabilities (B, H, T, T).
+
+        Returns:
+            :class:`ModelOutput` with ``logits`` (B, T, V) and ``last_hidden_state`` (B, T, C).
+        """
+        B, T = input_ids.shape
+        if position_ids is None:
+            position_ids = positions_from_attention_mask(attention_mask, T, input_ids.device)  # (B|1, T)
+        check_positions(position_ids, self.config.max_position_embeddings)
+        x = self.model.embed_tokens(input_ids)  # (B, T, C)
+        mask = self.attention_mask(attention_mask, T, input_ids.device)  # (B|1, 1, T, T)
+
+        hidden_states, attentions = [], []
+        for layer in self.model.layers:
+            hidden_states.append(x)
+            x, probs, _ = layer(x, attn_mask=mask, position_ids=position_ids, output_attentions=output_attentions)
+            attentions.append(probs)
+        x = self.model.norm(x)  # (B, T, C)
+        hidden_states.append(x)
+        logits = self.lm_head(x)  # (B, T, V)
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        return ModelOutput(
+            logits=logits,
+            last_hidden_state=x,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+            loss=loss,
+        )
