@@ -13,3 +13,14 @@ def load_tokenizer(path_or_repo_id: str, **kwargs):
     from minitransformer.tokenizers import load_tokenizer as _load
 
     return _load(path_or_repo_id, **kwargs)
+
+
+def from_pretrained(path_or_repo_id: str, *, dtype=None, device=None, revision=None, **kwargs):
+    """Load a HuggingFace checkpoint (config.json + safetensors) into our model class, in eval mode.
+
+    ``path_or_repo_id`` is a local directory or a hub id resolved through ``huggingface_hub``
+    (honouring ``HF_HOME``, ``HF_HUB_OFFLINE`` and ``revision``). See ``minitransformer.loading``.
+    """
+    from minitransformer.loading import from_pretrained as _from_pretrained
+
+    return _from_pretrained(path_or_repo_id, dtype=dtype, device=device, revision=revision, **kwargs)
