@@ -70,6 +70,7 @@ class GPT2(PreTrainedModel):
         super().__init__()
         self.config = config
         C, H = config.n_embd, config.n_head
+        fused = attn_implementation == "sdpa"  # the fast path uses torch's fused kernels for norms too
 
         def block(layer_idx: int) -> DecoderBlock:
             scale = 1.0 / math.sqrt(C // H) if config.scale_attn_weights else 1.0
@@ -79,8 +80,8 @@ class GPT2(PreTrainedModel):
                 self_attn=MultiHeadAttention(C, H, bias=True, scale=scale, dropout=config.attn_pdrop,
                                              attn_implementation=attn_implementation),
                 mlp=MLP(C, config.n_inner or 4 * C, config.activation_function),
-                attn_norm=LayerNorm(C, config.layer_norm_epsilon),
-                mlp_norm=LayerNorm(C, config.layer_norm_epsilon),
+                attn_norm=LayerNorm(C, config.layer_norm_epsilon, fused=fused),
+                mlp_norm=LayerNorm(C, config.layer_norm_epsilon, fused=fused),
                 norm_first=True,
                 dropout=config.resid_pdrop,
             )
@@ -90,7 +91,7 @@ class GPT2(PreTrainedModel):
             wpe=LearnedPositionEmbedding(config.n_positions, C),
             drop=nn.Dropout(config.embd_pdrop),
             h=nn.ModuleList(block(i) for i in range(config.n_layer)),
-            ln_f=LayerNorm(C, config.layer_norm_epsilon),
+            ln_f=LayerNorm(C, config.layer_norm_epsilon, fused=fused),
         ))
         self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
         self.apply(self._init_weights)

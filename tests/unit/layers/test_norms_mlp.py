@@ -15,7 +15,7 @@ from minitransformer.layers import (
     relu,
     silu,
 )
-from minitransformer.testing import max_abs_diff
+from minitransformer.testing import assert_close, max_abs_diff
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -29,6 +29,18 @@ def test_layer_norm_equals_torch(bias):
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(3, 5, 12) * 4 + 2
     assert max_abs_diff(ours(x), ref(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_layer_norm_equals_written_out_formula(dtype):
+    torch.manual_seed(0)
+    slow, fast = LayerNorm(12), LayerNorm(12, fused=True)
+    torch.nn.init.normal_(slow.weight)
+    torch.nn.init.normal_(slow.bias)
+    fast.load_state_dict(slow.state_dict())
+    slow, fast = slow.to(dtype), fast.to(dtype)
+    x = (torch.randn(3, 5, 12) * 4 + 2).to(dtype)
+    assert_close(fast(x), slow(x), what=f"fused LayerNorm ({dtype})")
 
 
 def test_rms_norm_equals_torch():
