@@ -40,6 +40,7 @@ from minitransformer.models.bert import BERT, BertConfig, BertForMaskedLM, BertF
 from minitransformer.testing import max_abs_diff
 
 torch.manual_seed(0)
+torch.set_num_threads(1)  # the models here are tiny: a second thread costs more in synchronisation than it saves
 
 # %% [markdown]
 # ## 1. Embeddings: three tables and a LayerNorm
