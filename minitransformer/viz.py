@@ -69,7 +69,7 @@ def plot_attention(
     plt = _pyplot()
     size = max(3.5, 0.3 * max(T, S))
     fig, ax = plt.subplots(figsize=(size + 1, size))
-    im = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=max(float(weights.max()), 1e-6))
+    im = ax.imshow(weights.numpy(), cmap="viridis", vmin=0.0, vmax=max(float(weights.max()), 1e-6))
     ax.set_xticks(range(S), list(key_tokens), rotation=90, fontsize=8)
     ax.set_yticks(range(T), list(tokens), fontsize=8)
     ax.set_xlabel("key (attended to)")

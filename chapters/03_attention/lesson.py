@@ -96,18 +96,12 @@ print("k_proj weight", tuple(mha.k_proj.weight.shape), "(Hkv * D, C): 4x smaller
 
 # %%
 try:
-    import matplotlib
+    from minitransformer.viz import plot_attention
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(3, 3))
-    ax.imshow(probs[0, 0].detach(), cmap="viridis")
-    ax.set_xlabel("key")
-    ax.set_ylabel("query")
-    ax.set_title("head 0")
-    fig.savefig("attention_head0.png", dpi=80, bbox_inches="tight")
-    print("wrote attention_head0.png")
+    tokens = [f"t{i}" for i in range(6)]
+    path = plot_attention((probs,), tokens, layer=0, head=0, path="attention_head0.png",
+                          title="one head of random-weight attention")
+    print("wrote", path)
 except ImportError:
     print("install the viz extra (pip install 'minitransformer[viz]') to draw the heatmap")
 

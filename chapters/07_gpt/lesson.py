@@ -43,7 +43,8 @@ import torch
 import transformers
 from safetensors import safe_open
 
-from minitransformer.loading import empty_weights, from_pretrained, save_pretrained
+import minitransformer
+from minitransformer.loading import empty_weights
 from minitransformer.models import GPT2, GPT2Config
 from minitransformer.testing import max_abs_diff
 from minitransformer.tokenizers import BPETokenizer
@@ -102,7 +103,7 @@ hf_model = transformers.GPT2LMHeadModel(hf_config).eval()
 hf_model.save_pretrained(tmp / "tiny-gpt2")
 print(sorted(p.name for p in (tmp / "tiny-gpt2").iterdir()))
 
-ours = from_pretrained(tmp / "tiny-gpt2")  # config.json -> model_type "gpt2" -> our GPT2
+ours = minitransformer.from_pretrained(tmp / "tiny-gpt2")  # config.json -> model_type "gpt2" -> our GPT2
 print(type(ours).__name__, "in eval mode:", not ours.training)
 
 ids = torch.randint(0, 100, (2, 10))
@@ -247,7 +248,7 @@ prompt_ids = torch.tensor([tokenizer.encode(prompt_text)])
 out = greedy_generate(model, prompt_ids, 14)
 print(repr(tokenizer.decode(out[0].tolist())))
 
-save_pretrained(model, tmp / "trained")  # config.json + model.safetensors in transformers' layout
+model.save_pretrained(tmp / "trained")  # config.json + model.safetensors in transformers' layout
 hf_trained = transformers.AutoModelForCausalLM.from_pretrained(tmp / "trained").eval()
 with torch.no_grad():
     hf_text_out = hf_trained.generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids), max_new_tokens=14,

@@ -44,7 +44,8 @@ from huggingface_hub import snapshot_download, try_to_load_from_cache
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from minitransformer.loading import REGISTRY, Checkpoint, from_pretrained, get_family
+import minitransformer
+from minitransformer.loading import REGISTRY, Checkpoint, get_family
 from minitransformer.testing import max_abs_diff
 
 transformers.logging.set_verbosity_error()
@@ -155,7 +156,8 @@ print("shards:", sorted(p.name for p in (tmp / "tiny-gpt2-sharded").glob("*.safe
 with Checkpoint(tmp / "tiny-gpt2-sharded") as ckpt:
     print(len(ckpt.files), "files,", len(ckpt.keys()), "tensors")
 ids = torch.randint(0, 100, (1, 8))
-single, sharded = from_pretrained(tmp / "tiny-gpt2"), from_pretrained(tmp / "tiny-gpt2-sharded")
+single = minitransformer.from_pretrained(tmp / "tiny-gpt2")
+sharded = minitransformer.from_pretrained(tmp / "tiny-gpt2-sharded")
 with torch.no_grad():
     reference = hf_model(ids).logits
     print("single file vs transformers:", max_abs_diff(single(ids).logits, reference),
@@ -261,13 +263,13 @@ saved = {k: os.environ.get(k) for k in ("HF_HOME", "HF_HUB_CACHE")}
 os.environ["HF_HOME"] = str(hf_home)
 os.environ.pop("HF_HUB_CACHE", None)
 try:
-    main = from_pretrained("some-org/tiny-gpt2")
-    v2 = from_pretrained("some-org/tiny-gpt2", revision="v2")
+    main = minitransformer.from_pretrained("some-org/tiny-gpt2")
+    v2 = minitransformer.from_pretrained("some-org/tiny-gpt2", revision="v2")
     with torch.no_grad():
         print("main vs the first model:", max_abs_diff(main(ids).logits, hf_model(ids).logits),
               "  v2 vs the second:", max_abs_diff(v2(ids).logits, other(ids).logits))
     try:
-        from_pretrained("some-org/not-cached")
+        minitransformer.from_pretrained("some-org/not-cached")
     except FileNotFoundError as err:
         print("FileNotFoundError:", err)
 finally:  # leave the environment as we found it (this matters in a notebook)

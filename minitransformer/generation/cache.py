@@ -5,13 +5,18 @@ Their keys and values never change (a causal model's earlier positions do not se
 we compute them once and append.
 
 Every layer's attention calls ``cache.update(key, value)`` with this step's (B, Hkv, T, D) keys and
-values and gets back everything so far. Grouped-query attention stores Hkv heads, not H.
+values and gets back everything so far. Grouped-query attention stores Hkv heads, not H, and LLaMA's
+keys are stored after RoPE (rotated once, at their own position).
 
-Two kinds:
+Three kinds:
 
 - :class:`DynamicCache` grows by concatenation: simple, shapes change every step.
 - :class:`StaticCache` preallocates (B, Hkv, max_cache_len, D) per layer and writes in place, so
   every decode step has the same shapes and ``torch.compile`` can compile it once.
+- :class:`EncoderDecoderCache` (T5): a dynamic cache for the decoder's self attention, and the
+  cross-attention keys and values of the encoder output, projected once per generation.
+
+Shapes: B batch, Hkv key/value heads, S cached tokens, T new tokens, D head size.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ class LayerCache:
         self.value: torch.Tensor | None = None
 
     def update(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this step's (B, Hkv, T, D) keys and values; return all of them (B, Hkv, S + T, D)."""
         if self.key is None:
             self.key, self.value = key, value
         else:
-            self.key = torch.cat([self.key, key], dim=2)  # (B, Hkv, S_past + T, D)
-            self.value = torch.cat([self.value, value], dim=2)  # (B, Hkv, S_past + T, D)
+            self.key = torch.cat([self.key, key], dim=2)  # (B, Hkv, S + T, D)
+            self.value = torch.cat([self.value, value], dim=2)  # (B, Hkv, S + T, D)
         return self.key, self.value
 
     @property
@@ -42,9 +48,21 @@ class LayerCache:
         if self.key is not None:
             self.key, self.value = self.key[index], self.value[index]
 
+    def crop(self, length: int) -> None:
+        if self.key is not None:
+            self.key, self.value = self.key[:, :, :length], self.value[:, :, :length]
+
 
 class DynamicCache:
-    """A cache that grows one concatenation per step, one :class:`LayerCache` per layer."""
+    """A cache that grows one concatenation per step, one :class:`LayerCache` per layer.
+
+    Example:
+        >>> cache = DynamicCache(num_layers=2)
+        >>> k = v = torch.zeros(1, 2, 3, 4)  # (B, Hkv, T, D)
+        >>> _ = cache[0].update(k, v); _ = cache[1].update(k, v)
+        >>> cache.get_seq_length(), cache_nbytes(cache)
+        (3, 384)
+    """
 
     def __init__(self, num_layers: int) -> None:
         self.layers = [LayerCache() for _ in range(num_layers)]
@@ -56,13 +74,18 @@ class DynamicCache:
         return len(self.layers)
 
     def get_seq_length(self) -> int:
-        """Tokens cached so far (S_past)."""
+        """Tokens cached so far (S)."""
         return self.layers[0].length
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows ``index`` (beam search moves beams between hypotheses)."""
         for layer in self.layers:
             layer.reorder(index)
+
+    def crop(self, length: int) -> None:
+        """Forget every token from ``length`` on (speculative decoding drops rejected drafts)."""
+        for layer in self.layers:
+            layer.crop(length)
 
     def tensors(self) -> list[torch.Tensor]:
         return [t for layer in self.layers for t in (layer.key, layer.value) if t is not None]
@@ -76,10 +99,14 @@ class StaticLayerCache:
         self.key, self.value = key, value
 
     def update(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = self.owner.cache_position  # (T,) where this step's tokens go
+        """Write this step's keys and values at ``owner.cache_position``; return the whole buffers.
+
+        The buffers always have max_cache_len slots; the attention mask hides those not written yet.
+        """
+        positions = self.owner.cache_position  # (T,) the slots this step's tokens fill
         self.key.index_copy_(2, positions, key.to(self.key.dtype))
         self.value.index_copy_(2, positions, value.to(self.value.dtype))
-        return self.key, self.value  # full buffers: the mask hides slots not yet written
+        return self.key, self.value  # (B, Hkv, max_cache_len, D)
 
     @property
     def length(self) -> int:
@@ -93,8 +120,10 @@ class StaticLayerCache:
 class StaticCache:
     """Fixed-size buffers for every layer; attention always sees S = max_cache_len keys.
 
-    The caller sets ``cache_position`` (the slots the next tokens fill) before each forward and
-    masks slots beyond the tokens written so far; :meth:`advance` moves the position on.
+    Before each forward, :meth:`prepare` (or the generation loop) sets ``cache_position``, the slots
+    the next tokens fill, as a tensor, so that a compiled step never depends on a Python int that
+    changes; :meth:`advance` records how many slots are written. The caller masks the slots not
+    written yet (``mask_for_cache`` does it for a 0/1 attention mask).
     """
 
     def __init__(self, num_layers: int, batch_size: int, num_key_value_heads: int, head_dim: int,
@@ -136,11 +165,53 @@ class StaticCache:
         for layer in self.layers:
             layer.reorder(index)
 
+    def crop(self, length: int) -> None:
+        """Forget tokens from ``length`` on: later writes overwrite them, the mask hides them meanwhile."""
+        self.seen = min(self.seen, length)
+
     def tensors(self) -> list[torch.Tensor]:
         return [t for layer in self.layers for t in (layer.key, layer.value)]
 
 
-def cache_nbytes(cache: DynamicCache | StaticCache) -> int:
+class EncoderDecoderCache:
+    """T5's two caches: the decoder's self attention (grows) and cross attention (set once).
+
+    The cross-attention keys and values depend only on the encoder output, which does not change
+    while decoding; each layer's attention projects them at the first step and reuses them after.
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        self.self_attention = DynamicCache(num_layers)
+        self.cross_attention = DynamicCache(num_layers)  # written once by the first step, then read
+
+    def get_seq_length(self) -> int:
+        return self.self_attention.get_seq_length()
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.self_attention.reorder(index)
+        self.cross_attention.reorder(index)
+
+    def crop(self, length: int) -> None:
+        self.self_attention.crop(length)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return self.self_attention.tensors() + self.cross_attention.tensors()
+
+
+def mask_for_cache(mask: torch.Tensor, cache) -> torch.Tensor:
+    """Widen a (B|1, 1, T, S) bool mask over the S tokens written so far to the keys the cache returns.
+
+    A dynamic cache returns exactly those S keys; a static one returns all max_cache_len slots, and
+    the ones not written yet must not be attended.
+    """
+    max_cache_len = getattr(cache, "max_cache_len", None)
+    if max_cache_len is None or mask.shape[-1] == max_cache_len:
+        return mask
+    unwritten = mask.new_zeros(*mask.shape[:-1], max_cache_len - mask.shape[-1])  # (B|1, 1, T, free slots)
+    return torch.cat([mask, unwritten], dim=-1)  # (B|1, 1, T, max_cache_len)
+
+
+def cache_nbytes(cache: DynamicCache | StaticCache | EncoderDecoderCache) -> int:
     """Bytes the cache's tensors hold: 2 x layers x B x Hkv x S x D x bytes per element."""
     return sum(t.numel() * t.element_size() for t in cache.tensors())
 

@@ -243,7 +243,8 @@ class MultiHeadAttention(nn.Module):
             position_ids: (B, T) positions for RoPE.
             output_attentions: also return the probabilities (B, H, T, S).
             cache: an object with ``update(key, value) -> (key, value)`` that appends this step's keys
-                and values to the earlier ones (a KV cache); None for no cache.
+                and values to the earlier ones (a KV cache); None for no cache. In cross attention the
+                cache keeps the projected encoder keys and values: once ``cache.key`` is set, it is reused.
 
         Returns:
             (output (B, T, C), probabilities or None)
@@ -258,14 +259,18 @@ class MultiHeadAttention(nn.Module):
                 f"key_value_states must have shape (B, S, {self.k_proj.in_features}), got {tuple(kv_source.shape)}"
             )
         q = rearrange(self.q_proj(hidden_states), "b t (h d) -> b h t d", h=self.num_heads)  # (B, H, T, D)
-        k = rearrange(self.k_proj(kv_source), "b s (h d) -> b h s d", h=self.num_kv_heads)  # (B, Hkv, S, D)
-        v = rearrange(self.v_proj(kv_source), "b s (h d) -> b h s d", h=self.num_kv_heads)  # (B, Hkv, S, D)
-        if self.rotary is not None:
-            if position_ids is None:
-                position_ids = torch.arange(q.shape[2], device=q.device)[None]  # (1, T)
-            q, k = self.rotary(q, k, position_ids)
-        if cache is not None:
-            k, v = cache.update(k, v)  # (B, Hkv, S_past + S, D)
+        if key_value_states is not None and cache is not None and cache.key is not None:
+            # Cross attention while generating: the encoder's keys and values were projected at the first step.
+            k, v = cache.key, cache.value  # (B, Hkv, S, D)
+        else:
+            k = rearrange(self.k_proj(kv_source), "b s (h d) -> b h s d", h=self.num_kv_heads)  # (B, Hkv, S, D)
+            v = rearrange(self.v_proj(kv_source), "b s (h d) -> b h s d", h=self.num_kv_heads)  # (B, Hkv, S, D)
+            if self.rotary is not None:
+                if position_ids is None:
+                    position_ids = torch.arange(q.shape[2], device=q.device)[None]  # (1, T)
+                q, k = self.rotary(q, k, position_ids)
+            if cache is not None:
+                k, v = cache.update(k, v)  # (B, Hkv, S_past + S, D)
         out, weights = dispatch_attention(
             q, k, v, attn_mask,
             backend=self.attn_implementation,

@@ -129,12 +129,13 @@ class DecoderBlock(nn.Module):
                 cross_attn_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None,
                 output_attentions: bool = False,
-                cache=None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                cache=None, cross_cache=None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Args:
             x: (B, T, C). attn_mask: self-attention mask, broadcastable to (B, H, T, S).
             encoder_hidden_states: (B, S_enc, C) for cross attention.
             cross_attn_mask: broadcastable to (B, H, T, S_enc).
             cache: this layer's KV cache for self attention, or None.
+            cross_cache: where cross attention keeps the encoder's projected keys and values, or None.
 
         Returns:
             (B, T, C), self-attention probabilities, cross-attention probabilities (None unless asked).
@@ -150,7 +151,8 @@ class DecoderBlock(nn.Module):
         def cross_attend(h: torch.Tensor) -> torch.Tensor:
             nonlocal cross_weights
             out, cross_weights = self.cross_attn(h, key_value_states=encoder_hidden_states,
-                                                 attn_mask=cross_attn_mask, output_attentions=output_attentions)
+                                                 attn_mask=cross_attn_mask, output_attentions=output_attentions,
+                                                 cache=cross_cache)
             return out
 
         x = residual(x, self_attend, self.attn_norm, self.norm_first, self.dropout)

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minitransformer.generation import GenerationMixin
+from minitransformer.generation.cache import DynamicCache, StaticCache, mask_for_cache
 from minitransformer.layers import (
     MLP,
     DecoderBlock,
@@ -63,7 +65,7 @@ class GPT2Config(Config):
     architectures: list[str] = field(default_factory=lambda: ["GPT2LMHeadModel"])
 
 
-class GPT2(PreTrainedModel):
+class GPT2(GenerationMixin, PreTrainedModel):
     """GPT-2 with its language-modelling head (HF's ``GPT2LMHeadModel``)."""
 
     def __init__(self, config: GPT2Config, attn_implementation: str = "sdpa"):
@@ -118,35 +120,56 @@ class GPT2(PreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        past_key_values: DynamicCache | StaticCache | None = None,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
     ) -> ModelOutput:
         """Args:
-            input_ids: (B, T) token ids.
-            attention_mask: (B, T), 1 for tokens and 0 for padding (left or right).
+            input_ids: (B, T) token ids; with a cache, only the tokens it does not hold yet.
+            attention_mask: (B, S_past + T), 1 for tokens and 0 for padding (left or right); or a
+                ready bool mask (B|1, 1, T, S) over the keys attention will see (``generate`` builds
+                one per generation and slices it; ``position_ids`` must then be given).
             position_ids: (B, T); default counts real tokens only (see ``positions_from_attention_mask``).
             labels: (B, T) ids to predict; the loss compares position t's logits with labels[t + 1]
                 (-100 is ignored).
             output_hidden_states: return the embedding output and every block's output (the last
                 after ``ln_f``), like transformers.
-            output_attentions: return each layer's attention probabilities (B, H, T, T).
+            output_attentions: return each layer's attention probabilities (B, H, T, S).
+            past_key_values: a KV cache holding the keys and values of the S_past earlier tokens
+                (see ``minitransformer.generation.cache``); it is updated in place.
+            use_cache: start a :class:`DynamicCache` when ``past_key_values`` is None.
+            logits_to_keep: compute the logits of the last ``logits_to_keep`` positions only (0: all);
+                generation needs only the last one, and the head is the largest matrix.
 
         Returns:
-            :class:`ModelOutput` with ``logits`` (B, T, V) and ``last_hidden_state`` (B, T, C).
+            :class:`ModelOutput` with ``logits`` (B, T, V), ``last_hidden_state`` (B, T, C) and the
+            cache in ``past_key_values``.
         """
         B, T = input_ids.shape
-        if position_ids is None:
-            position_ids = positions_from_attention_mask(attention_mask, T, input_ids.device)  # (B|1, T)
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(self.config.n_layer)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            if position_ids is None:
+                raise ValueError("a 4-D attention_mask needs position_ids (B, T) too")
+            mask = attention_mask  # (B|1, 1, T, S), True = attend
+        else:
+            past = 0 if past_key_values is None else past_key_values.get_seq_length()
+            if position_ids is None:
+                position_ids = positions_from_attention_mask(attention_mask, past + T, input_ids.device)[:, past:]
+            mask = decoder_mask(attention_mask, T, past + T, device=input_ids.device)  # (B|1, 1, T, S_past + T)
+            mask = mask_for_cache(mask, past_key_values)
         x = self.transformer.wte(input_ids) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)
-        mask = decoder_mask(attention_mask, T, device=input_ids.device)  # (B|1, 1, T, T), True = attend
 
         hidden_states, attentions = [], []
-        for block in self.transformer.h:
+        for i, block in enumerate(self.transformer.h):
             hidden_states.append(x)
-            x, probs, _ = block(x, attn_mask=mask, output_attentions=output_attentions)
+            cache = None if past_key_values is None else past_key_values[i]
+            x, probs, _ = block(x, attn_mask=mask, output_attentions=output_attentions, cache=cache)
             attentions.append(probs)
         x = self.transformer.ln_f(x)  # (B, T, C)
         hidden_states.append(x)
-        logits = self.lm_head(x)  # (B, T, V)
+        logits = self.lm_head(x[:, -logits_to_keep:])  # (B, T, V), or (B, logits_to_keep, V)
 
         loss = None
         if labels is not None:
@@ -156,5 +179,6 @@ class GPT2(PreTrainedModel):
             last_hidden_state=x,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
+            past_key_values=past_key_values,
             loss=loss,
         )

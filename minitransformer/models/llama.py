@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minitransformer.generation import GenerationMixin
+from minitransformer.generation.cache import DynamicCache, StaticCache, mask_for_cache
 from minitransformer.layers import (
     DecoderBlock,
     GatedMLP,
@@ -133,7 +135,7 @@ class Qwen2Config(LlamaConfig):
         return False
 
 
-class Llama(PreTrainedModel):
+class Llama(GenerationMixin, PreTrainedModel):
     """LLaMA with its language-modelling head (HF's ``LlamaForCausalLM``)."""
 
     def __init__(self, config: LlamaConfig, attn_implementation: str = "sdpa"):
@@ -174,12 +176,17 @@ class Llama(PreTrainedModel):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
-    def attention_mask(self, attention_mask: torch.Tensor | None, T: int, device: torch.device) -> torch.Tensor:
-        """Causal AND padding AND (Mistral) sliding window: bool (B|1, 1, T, T), True = attend."""
-        mask = decoder_mask(attention_mask, T, device=device)  # (B|1, 1, T, T)
-        if self.config.window is not None and T > self.config.window:
-            # key j is visible from query i only if i - j < window, i.e. the window's last keys
-            too_old = causal_mask(T, device=device).tril(-self.config.window)  # (T, T)
+    def attention_mask(self, attention_mask: torch.Tensor | None, T: int, device: torch.device,
+                       S: int | None = None) -> torch.Tensor:
+        """Causal AND padding AND (Mistral) sliding window: bool (B|1, 1, T, S), True = attend.
+
+        The T queries are the last T of the S keys (S > T when a cache holds S - T earlier tokens).
+        """
+        S = T if S is None else S
+        mask = decoder_mask(attention_mask, T, S, device=device)  # (B|1, 1, T, S)
+        if self.config.window is not None and S > self.config.window:
+            # query i sits at position i + S - T; key j is visible only if (i + S - T) - j < window
+            too_old = causal_mask(T, S, device=device).tril(S - T - self.config.window)  # (T, S)
             mask = mask & ~too_old
         return mask
 
@@ -191,34 +198,56 @@ class Llama(PreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        past_key_values: DynamicCache | StaticCache | None = None,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
     ) -> ModelOutput:
         """Args:
-            input_ids: (B, T) token ids.
-            attention_mask: (B, T), 1 for tokens and 0 for padding (left or right).
+            input_ids: (B, T) token ids; with a cache, only the tokens it does not hold yet.
+            attention_mask: (B, S_past + T), 1 for tokens and 0 for padding (left or right); or a
+                ready bool mask (B|1, 1, T, S) over the keys attention will see (``generate`` builds
+                one per generation and slices it; ``position_ids`` must then be given).
             position_ids: (B, T); default counts real tokens only (see ``positions_from_attention_mask``).
             labels: (B, T) ids to predict; position t's logits are scored against labels[t + 1].
             output_hidden_states: the embedding output and every layer's output (the last after the
                 final norm), like transformers.
-            output_attentions: each layer's attention probabilities (B, H, T, T).
+            output_attentions: each layer's attention probabilities (B, H, T, S).
+            past_key_values: a KV cache holding the (rotated) keys and values of the S_past earlier
+                tokens, Hkv heads each (see ``minitransformer.generation.cache``); updated in place.
+            use_cache: start a :class:`DynamicCache` when ``past_key_values`` is None.
+            logits_to_keep: compute the logits of the last ``logits_to_keep`` positions only (0: all);
+                generation needs only the last one, and the head is the largest matrix.
 
         Returns:
-            :class:`ModelOutput` with ``logits`` (B, T, V) and ``last_hidden_state`` (B, T, C).
+            :class:`ModelOutput` with ``logits`` (B, T, V), ``last_hidden_state`` (B, T, C) and the
+            cache in ``past_key_values``.
         """
         B, T = input_ids.shape
-        if position_ids is None:
-            position_ids = positions_from_attention_mask(attention_mask, T, input_ids.device)  # (B|1, T)
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(self.config.num_hidden_layers)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            if position_ids is None:
+                raise ValueError("a 4-D attention_mask needs position_ids (B, T) too")
+            mask = attention_mask  # (B|1, 1, T, S), True = attend
+        else:
+            past = 0 if past_key_values is None else past_key_values.get_seq_length()
+            if position_ids is None:
+                position_ids = positions_from_attention_mask(attention_mask, past + T, input_ids.device)[:, past:]
+            mask = self.attention_mask(attention_mask, T, input_ids.device, past + T)  # (B|1, 1, T, S_past + T)
+            mask = mask_for_cache(mask, past_key_values)
         check_positions(position_ids, self.config.max_position_embeddings)
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
-        mask = self.attention_mask(attention_mask, T, input_ids.device)  # (B|1, 1, T, T)
 
         hidden_states, attentions = [], []
-        for layer in self.model.layers:
+        for i, layer in enumerate(self.model.layers):
             hidden_states.append(x)
-            x, probs, _ = layer(x, attn_mask=mask, position_ids=position_ids, output_attentions=output_attentions)
+            cache = None if past_key_values is None else past_key_values[i]
+            x, probs, _ = layer(x, attn_mask=mask, position_ids=position_ids, output_attentions=output_attentions,
+                                cache=cache)
             attentions.append(probs)
         x = self.model.norm(x)  # (B, T, C)
         hidden_states.append(x)
-        logits = self.lm_head(x)  # (B, T, V)
+        logits = self.lm_head(x[:, -logits_to_keep:])  # (B, T, V), or (B, logits_to_keep, V)
 
         loss = None
         if labels is not None:
@@ -228,5 +257,6 @@ class Llama(PreTrainedModel):
             last_hidden_state=x,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
+            past_key_values=past_key_values,
             loss=loss,
         )

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minitransformer.generation import GenerationMixin
+from minitransformer.generation.cache import EncoderDecoderCache
 from minitransformer.layers.attention import MultiHeadAttention
 from minitransformer.layers.blocks import DecoderBlock, EncoderBlock
 from minitransformer.layers.embeddings import TokenEmbedding
@@ -182,13 +184,16 @@ class T5Stack(nn.Module):
                 encoder_hidden_states: torch.Tensor | None = None,
                 encoder_attention_mask: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
-                caches: list | None = None, past_length: int = 0) -> ModelOutput:
+                caches: list | None = None, past_length: int = 0,
+                cross_caches: list | None = None) -> ModelOutput:
         """Args:
             inputs_embeds: (B, T, C) embedded tokens.
             attention_mask: (B, T) 0/1 padding mask of these tokens (with a cache: (B, past_length + T)).
             encoder_hidden_states, encoder_attention_mask: (B, S, C) and (B, S), decoder only.
             caches: decoder only, one KV cache per layer (``update(k, v) -> (k, v)``), holding
                 ``past_length`` earlier tokens; None to attend over these T tokens only.
+            cross_caches: decoder only, one per layer: where cross attention keeps the encoder's
+                projected keys and values, so that they are computed once per generation.
 
         Returns:
             ModelOutput with ``last_hidden_state`` (B, T, C); ``hidden_states`` (embeddings, each layer,
@@ -215,6 +220,7 @@ class T5Stack(nn.Module):
                     x, attn_mask=self_mask, encoder_hidden_states=encoder_hidden_states,
                     cross_attn_mask=cross_mask, output_attentions=output_attentions,
                     cache=None if caches is None else caches[i],
+                    cross_cache=None if cross_caches is None else cross_caches[i],
                 )
                 cross_attentions.append(cross_weights)
             else:
@@ -231,7 +237,7 @@ class T5Stack(nn.Module):
         )
 
 
-class T5(PreTrainedModel):
+class T5(GenerationMixin, PreTrainedModel):
     """T5 for conditional generation (HF ``T5ForConditionalGeneration``).
 
     ``forward`` runs both halves; :meth:`encode` and :meth:`decode` run one each, so that generation can
@@ -287,7 +293,8 @@ class T5(PreTrainedModel):
     def decode(self, decoder_input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor,
                attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
                output_hidden_states: bool = False, output_attentions: bool = False,
-               caches: list | None = None, past_length: int = 0) -> ModelOutput:
+               caches: list | None = None, past_length: int = 0,
+               past_key_values: EncoderDecoderCache | None = None, use_cache: bool = False) -> ModelOutput:
         """Run the decoder and the head.
 
         Args:
@@ -296,15 +303,27 @@ class T5(PreTrainedModel):
             attention_mask: (B, S) the encoder's padding mask, so that cross attention skips padding.
             decoder_attention_mask: (B, past_length + T) padding mask of the decoder tokens.
             caches, past_length: one KV cache per decoder layer, and how many tokens they already hold.
+            past_key_values: an :class:`EncoderDecoderCache` (self attention and cross attention),
+                updated in place; it replaces ``caches`` and ``past_length``.
+            use_cache: start an :class:`EncoderDecoderCache` when ``past_key_values`` is None.
 
         Returns:
             ModelOutput with ``logits`` (B, T, V), ``last_hidden_state`` (B, T, C, before the rescale),
-            and decoder ``hidden_states``, ``attentions``, ``cross_attentions`` when asked.
+            decoder ``hidden_states``, ``attentions``, ``cross_attentions`` when asked, and the cache
+            in ``past_key_values`` when one is used.
         """
         if decoder_input_ids.dim() != 2:
             raise ValueError(f"decoder_input_ids must be (batch, seq_len), got shape {tuple(decoder_input_ids.shape)}")
+        if use_cache and past_key_values is None:
+            past_key_values = EncoderDecoderCache(self.config.num_decoder_layers)
+        cross_caches = None
+        if past_key_values is not None:
+            past_length = past_key_values.get_seq_length()
+            caches, cross_caches = past_key_values.self_attention, past_key_values.cross_attention
         out = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, encoder_hidden_states,
-                           attention_mask, output_hidden_states, output_attentions, caches, past_length)
+                           attention_mask, output_hidden_states, output_attentions, caches, past_length,
+                           cross_caches)
+        out.past_key_values = past_key_values
         h = out.last_hidden_state * tied_head_scale(self.config)  # (B, T, C)
         weight = self.shared.weight if self.lm_head is None else self.lm_head.weight  # (V, C)
         out.logits = F.linear(h, weight)  # (B, T, V)
@@ -312,19 +331,24 @@ class T5(PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-                output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                encoder_outputs: ModelOutput | None = None, past_key_values: EncoderDecoderCache | None = None,
+                use_cache: bool = False) -> ModelOutput:
         """Encode ``input_ids`` (B, S), decode ``decoder_input_ids`` (B, T) -> ``logits`` (B, T, V).
 
         Like transformers' ``Seq2SeqLMOutput``: ``hidden_states``/``attentions`` are the decoder's,
         ``cross_attentions`` (B, H, T, S) the decoder's attention over the encoder, and
         ``encoder_last_hidden_state``/``encoder_hidden_states``/``encoder_attentions`` the encoder's.
+        ``encoder_outputs`` (from :meth:`encode`) skips the encoder; ``past_key_values``/``use_cache``
+        as in :meth:`decode`.
         """
         if decoder_input_ids is None:
             raise ValueError("T5 needs decoder_input_ids (B, T): for training, model.shift_right(labels); "
                              "to start generating, torch.full((B, 1), config.decoder_start_token_id)")
-        enc = self.encode(input_ids, attention_mask, output_hidden_states, output_attentions)
+        enc = encoder_outputs or self.encode(input_ids, attention_mask, output_hidden_states, output_attentions)
         out = self.decode(decoder_input_ids, enc.last_hidden_state, attention_mask, decoder_attention_mask,
-                          output_hidden_states, output_attentions)
+                          output_hidden_states, output_attentions, past_key_values=past_key_values,
+                          use_cache=use_cache)
         out.encoder_last_hidden_state = enc.last_hidden_state
         out.encoder_hidden_states = enc.hidden_states
         out.encoder_attentions = enc.attentions

@@ -1,0 +1,158 @@
+"""Prefill and decode: running a model over a growing token buffer, one step at a time.
+
+A generation keeps every token in one buffer ``tokens`` (B, L): the prompt, then the tokens chosen
+so far; L = prompt length + max_new_tokens. A session owns what the steps share:
+
+    prefill(tokens)       the whole prompt in one forward; fills the cache; logits of its last token
+    decode(tokens, pos)   with a cache: only token pos - 1, one forward of T = 1; without: all of
+                          tokens[:, :pos] again (the O(T^2) way); logits of the next token (B, V)
+
+Everything that does not change during a generation is built once, before the first step, and
+each step takes a slice of it: the (B, 1, L, L) attention mask, the (B, L) positions, the cache.
+
+Shapes: B batch (times the beams in beam search), L buffer length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minitransformer.generation.cache import DynamicCache, EncoderDecoderCache, StaticCache
+from minitransformer.layers.masks import decoder_mask
+
+
+def prefill(model, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
+    """Run the prompt (B, T) through the model, writing its keys and values into ``cache``.
+
+    Returns the logits of the last position (B, V): the prediction of the first new token.
+    """
+    out = model(input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, logits_to_keep=1)
+    return out.logits[:, -1]  # (B, V)
+
+
+def decode_step(model, token: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
+    """One new token (B, 1) against the cache: T = 1 query, S = cached tokens + 1 keys. Returns (B, V)."""
+    out = model(token, attention_mask=mask, position_ids=position_ids, past_key_values=cache, logits_to_keep=1)
+    return out.logits[:, -1]  # (B, V)
+
+
+class DecoderOnlySession:
+    """Prefill and decode steps of a decoder-only model (GPT-2, LLaMA).
+
+    Args:
+        model: the model; called as ``model(ids, attention_mask=4-D bool mask, position_ids=..., past_key_values=...)``.
+        prompt_mask: (B, P) 0/1 mask of the prompt (left padding), or None.
+        prompt_length: P.
+        total_length: L = P + max_new_tokens.
+        use_cache: keep a KV cache (True) or recompute every step (False).
+        cache_implementation: "dynamic" (grows) or "static" (preallocated, L slots).
+        compile: run the decode step through ``torch.compile`` (static cache only).
+    """
+
+    def __init__(self, model, prompt_mask: torch.Tensor | None, batch_size: int, prompt_length: int,
+                 total_length: int, device: torch.device, use_cache: bool = True,
+                 cache_implementation: str = "dynamic", compile: bool = False):
+        self.model = model
+        self.prompt_length = prompt_length
+        B, L = batch_size, total_length
+        # Which keys are real: the prompt's mask, then 1 for every generated token (finished rows too).
+        key_mask = torch.ones(B, L, dtype=torch.long, device=device)  # (B, L)
+        if prompt_mask is not None:
+            key_mask[:, :prompt_length] = prompt_mask
+        self.positions = (key_mask.cumsum(-1) - 1).clamp(min=0)  # (B, L), counting real tokens only
+        if hasattr(model, "attention_mask"):  # LLaMA's adds Mistral's sliding window
+            self.mask = model.attention_mask(key_mask, L, device)  # (B, 1, L, L)
+        else:
+            self.mask = decoder_mask(key_mask, L, device=device)  # (B, 1, L, L)
+        self.static = use_cache and cache_implementation == "static"
+        self.cache = None
+        if self.static:
+            self.cache = StaticCache(len(model_layers(model)), B, *kv_shape(model), max_cache_len=L,
+                                     dtype=next(model.parameters()).dtype, device=device)
+            self.slots = torch.arange(L, device=device)  # (L,) cache slot of each buffer position
+        elif use_cache:
+            self.cache = DynamicCache(len(model_layers(model)))
+        self.step_model = torch.compile(model, dynamic=False) if compile else model
+
+    def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L): run the prompt tokens[:, :P]; return the next-token logits (B, V)."""
+        P = self.prompt_length
+        if self.static:
+            self.cache.cache_position = self.slots[:P]
+        logits = prefill(self.model, tokens[:, :P], self.mask[:, :, :P, :self.key_length(P)],
+                         self.positions[:, :P], self.cache)
+        if self.static:
+            self.cache.seen = P
+        return logits
+
+    def decode(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
+        """Logits (B, V) of the token at ``pos``, given tokens[:, :pos]."""
+        if self.cache is None:  # no cache: the whole sequence again, O(pos) work per layer for every token
+            return prefill(self.model, tokens[:, :pos], self.mask[:, :, :pos, :pos], self.positions[:, :pos], None)
+        if self.static:
+            self.cache.cache_position = self.slots[pos - 1:pos]
+        logits = decode_step(self.step_model, tokens[:, pos - 1:pos], self.mask[:, :, pos - 1:pos, :self.key_length(pos)],
+                             self.positions[:, pos - 1:pos], self.cache)
+        if self.static:
+            self.cache.seen = pos
+        return logits
+
+    def key_length(self, end: int) -> int:
+        """Keys attention sees after writing tokens up to ``end``: all of a static cache's slots."""
+        return self.mask.shape[-1] if self.static else end
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Beam search: row i of the batch continues row index[i]."""
+        if self.cache is not None:
+            self.cache.reorder(index)
+
+
+class EncoderDecoderSession:
+    """Prefill and decode steps of T5: encode once, then decode with self- and cross-attention caches.
+
+    The encoder output (B, S, C) and its mask are computed here, once; the cross-attention keys and
+    values are projected by the first decoder step and kept in the cache after that.
+    """
+
+    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                 num_beams: int = 1, use_cache: bool = True):
+        self.model = model
+        self.encoder_hidden_states = model.encode(input_ids, attention_mask).last_hidden_state  # (B, S, C)
+        self.encoder_mask = attention_mask
+        if num_beams > 1:  # every beam reads the same encoder output
+            self.encoder_hidden_states = self.encoder_hidden_states.repeat_interleave(num_beams, dim=0)
+            if attention_mask is not None:
+                self.encoder_mask = attention_mask.repeat_interleave(num_beams, dim=0)
+        self.cache = EncoderDecoderCache(model.config.num_decoder_layers) if use_cache else None
+
+    def run(self, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.model.decode(decoder_input_ids, self.encoder_hidden_states, self.encoder_mask,
+                                past_key_values=self.cache)
+        return out.logits[:, -1]  # (B, V)
+
+    def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The decoder's prompt is the start token alone: (B, 1)."""
+        return self.run(tokens[:, :1])
+
+    def decode(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
+        if self.cache is None:
+            return self.run(tokens[:, :pos])
+        return self.run(tokens[:, pos - 1:pos])
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.cache is not None:
+            self.cache.self_attention.reorder(index)
+            # The cross-attention keys and values are the same for every beam of an input: no move needed.
+
+
+def model_layers(model) -> list:
+    """The decoder blocks of a decoder-only model."""
+    if hasattr(model, "transformer"):
+        return model.transformer.h  # GPT-2
+    return model.model.layers  # LLaMA
+
+
+def kv_shape(model) -> tuple[int, int]:
+    """(Hkv, D) of the self attention: what one cached key of one token looks like."""
+    attn = model_layers(model)[0].self_attn
+    return attn.num_kv_heads, attn.head_dim
