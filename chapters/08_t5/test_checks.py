@@ -116,7 +116,7 @@ def test_8_3_t5_layer_norm_matches_transformers(ex, dtype):
 def test_8_3_t5_layer_norm_formula(ex):
     x = torch.randn(3, 8, generator=_gen(4)) + 2.0
     weight = torch.rand(8, generator=_gen(5)) + 0.5
-    expected = torch.nn.functional.rms_norm(x, (8,), weight, eps=1e-6)
+    expected = F.rms_norm(x, (8,), weight, eps=1e-6)
     expect_close(ex.t5_layer_norm(x, weight, 1e-6), expected, exercise="8.3",
                  case="x / sqrt(mean(x^2) + eps) * weight, vs torch.nn.functional.rms_norm (no mean subtracted)")
 
