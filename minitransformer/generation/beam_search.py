@@ -47,10 +47,10 @@ def beam_search(session, tokens: torch.Tensor, prompt_length: int, cfg, generato
     fill = (cfg.pad_token_id or cfg.eos_token_id[0]) if cfg.eos_token_id else -1
 
     running = tokens.view(B, K, L).clone()  # (B, K, L) the running beams
+    running[:, :, P:] = fill
     running_scores = torch.zeros(B, K, device=device)  # sum of log-probs
     running_scores[:, 1:] = NEG  # all beams start equal: let only the first one propose
-    finished = torch.full_like(running, fill)
-    finished[:, :, :P] = running[:, :, :P]
+    finished = running.clone()  # (B, K, L) the finished hypotheses
     finished_scores = torch.full((B, K), NEG, device=device)  # length-penalised
     finished_lengths = torch.zeros(B, K, dtype=torch.long, device=device)  # new tokens in each
     is_finished = torch.zeros(B, K, dtype=torch.bool, device=device)

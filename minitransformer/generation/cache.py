@@ -10,7 +10,7 @@ keys are stored after RoPE (rotated once, at their own position).
 
 Three kinds:
 
-- :class:`DynamicCache` grows by concatenation: simple, shapes change every step.
+- :class:`DynamicCache` grows (writing each step's keys after the others): shapes change every step.
 - :class:`StaticCache` preallocates (B, Hkv, max_cache_len, D) per layer and writes in place, so
   every decode step has the same shapes and ``torch.compile`` can compile it once.
 - :class:`EncoderDecoderCache` (T5): a dynamic cache for the decoder's self attention, and the
@@ -25,36 +25,57 @@ import torch
 
 
 class LayerCache:
-    """One layer's keys and values, grown by concatenation along the sequence axis."""
+    """One layer's keys and values, (B, Hkv, S, D) each, growing along the sequence axis.
 
-    def __init__(self) -> None:
-        self.key: torch.Tensor | None = None
-        self.value: torch.Tensor | None = None
+    Appending by ``torch.cat`` would copy the whole cache at every step (O(S) per token, O(S^2)
+    per generation). Instead the buffers have room to spare (``capacity`` slots, doubled when
+    full) and each step writes only its own T slots; ``key``/``value`` are views of the S written.
+    """
+
+    def __init__(self, capacity: int = 0) -> None:
+        self.capacity = capacity  # slots to reserve at the first update (more if it brings more)
+        self.length = 0  # S: tokens cached
+        self.key_buffer: torch.Tensor | None = None  # (B, Hkv, capacity, D)
+        self.value_buffer: torch.Tensor | None = None
+
+    @property
+    def key(self) -> torch.Tensor | None:
+        return None if self.key_buffer is None else self.key_buffer[:, :, :self.length]  # (B, Hkv, S, D)
+
+    @property
+    def value(self) -> torch.Tensor | None:
+        return None if self.value_buffer is None else self.value_buffer[:, :, :self.length]  # (B, Hkv, S, D)
 
     def update(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this step's (B, Hkv, T, D) keys and values; return all of them (B, Hkv, S + T, D)."""
-        if self.key is None:
-            self.key, self.value = key, value
-        else:
-            self.key = torch.cat([self.key, key], dim=2)  # (B, Hkv, S + T, D)
-            self.value = torch.cat([self.value, value], dim=2)  # (B, Hkv, S + T, D)
+        end = self.length + key.shape[2]
+        if self.key_buffer is None or end > self.key_buffer.shape[2]:
+            self.grow(key, max(end, self.capacity, 2 * self.length))
+        self.key_buffer[:, :, self.length:end] = key
+        self.value_buffer[:, :, self.length:end] = value
+        self.length = end
         return self.key, self.value
 
-    @property
-    def length(self) -> int:
-        return 0 if self.key is None else self.key.shape[2]
+    def grow(self, like: torch.Tensor, capacity: int) -> None:
+        """Move the cache into buffers of ``capacity`` slots: one copy, rare thanks to the doubling."""
+        B, Hkv, _, D = like.shape
+        key_buffer = like.new_empty(B, Hkv, capacity, D)
+        value_buffer = like.new_empty(B, Hkv, capacity, D)
+        if self.length:
+            key_buffer[:, :, :self.length] = self.key
+            value_buffer[:, :, :self.length] = self.value
+        self.key_buffer, self.value_buffer = key_buffer, value_buffer
 
     def reorder(self, index: torch.Tensor) -> None:
-        if self.key is not None:
-            self.key, self.value = self.key[index], self.value[index]
+        if self.key_buffer is not None:
+            self.key_buffer, self.value_buffer = self.key_buffer[index], self.value_buffer[index]
 
     def crop(self, length: int) -> None:
-        if self.key is not None:
-            self.key, self.value = self.key[:, :, :length], self.value[:, :, :length]
+        self.length = min(self.length, length)
 
 
 class DynamicCache:
-    """A cache that grows one concatenation per step, one :class:`LayerCache` per layer.
+    """A cache that grows with every step, one :class:`LayerCache` per layer.
 
     Example:
         >>> cache = DynamicCache(num_layers=2)
@@ -64,8 +85,9 @@ class DynamicCache:
         (3, 384)
     """
 
-    def __init__(self, num_layers: int) -> None:
-        self.layers = [LayerCache() for _ in range(num_layers)]
+    def __init__(self, num_layers: int, capacity: int = 0) -> None:
+        """``capacity``: tokens to make room for at once (generate knows its final length); 0 to double as needed."""
+        self.layers = [LayerCache(capacity) for _ in range(num_layers)]
 
     def __getitem__(self, layer: int) -> LayerCache:
         return self.layers[layer]
@@ -180,8 +202,8 @@ class EncoderDecoderCache:
     while decoding; each layer's attention projects them at the first step and reuses them after.
     """
 
-    def __init__(self, num_layers: int) -> None:
-        self.self_attention = DynamicCache(num_layers)
+    def __init__(self, num_layers: int, capacity: int = 0) -> None:
+        self.self_attention = DynamicCache(num_layers, capacity)
         self.cross_attention = DynamicCache(num_layers)  # written once by the first step, then read
 
     def get_seq_length(self) -> int:
@@ -212,7 +234,11 @@ def mask_for_cache(mask: torch.Tensor, cache) -> torch.Tensor:
 
 
 def cache_nbytes(cache: DynamicCache | StaticCache | EncoderDecoderCache) -> int:
-    """Bytes the cache's tensors hold: 2 x layers x B x Hkv x S x D x bytes per element."""
+    """Bytes of the cached keys and values: 2 x layers x B x Hkv x S x D x bytes per element.
+
+    S is the tokens cached (a dynamic cache may have reserved more room) or, for a static cache,
+    its max_cache_len slots, all allocated up front.
+    """
     return sum(t.numel() * t.element_size() for t in cache.tensors())
 
 

@@ -41,7 +41,7 @@ class GenerationConfig:
     pad_token_id: int | None = None
     use_cache: bool = True
     cache_implementation: str = "dynamic"
-    compile: bool = False
+    compile: bool | dict = False
 
     def processing(self) -> dict:
         """The keyword arguments of :func:`process_logits`."""
@@ -74,7 +74,7 @@ class GenerationMixin:
         stop_strings: str | list[str] | None = None,
         tokenizer=None,
         cache_implementation: str = "dynamic",
-        compile: bool = False,
+        compile: bool | dict = False,
     ) -> torch.Tensor:
         """Generate up to ``max_new_tokens`` tokens after ``input_ids``.
 
@@ -101,7 +101,8 @@ class GenerationMixin:
                 (needs ``tokenizer``, anything with ``decode(list[int]) -> str``).
             cache_implementation: "dynamic" (grows by concatenation) or "static" (preallocated, fixed
                 shapes; GPT-2 and LLaMA only).
-            compile: ``torch.compile`` the decode step (needs the static cache).
+            compile: ``torch.compile`` the decode step (needs the static cache): True, or a dict of
+                ``torch.compile`` keyword arguments.
 
         Returns:
             LongTensor: (B, P + n) for decoder-only models, (B, 1 + n) decoder tokens for T5,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from minitransformer.generation.cache import DynamicCache, EncoderDecoderCache, StaticCache
-from minitransformer.layers.masks import decoder_mask
+from minitransformer.layers.masks import decoder_mask, to_additive
 
 
 def prefill(model, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
@@ -46,12 +46,13 @@ class DecoderOnlySession:
         total_length: L = P + max_new_tokens.
         use_cache: keep a KV cache (True) or recompute every step (False).
         cache_implementation: "dynamic" (grows) or "static" (preallocated, L slots).
-        compile: run the decode step through ``torch.compile`` (static cache only).
+        compile: run the decode step through ``torch.compile`` (static cache only); True, or a dict
+            of ``torch.compile`` keyword arguments (e.g. ``{"backend": "eager", "fullgraph": True}``).
     """
 
     def __init__(self, model, prompt_mask: torch.Tensor | None, batch_size: int, prompt_length: int,
                  total_length: int, device: torch.device, use_cache: bool = True,
-                 cache_implementation: str = "dynamic", compile: bool = False):
+                 cache_implementation: str = "dynamic", compile: bool | dict = False):
         self.model = model
         self.prompt_length = prompt_length
         B, L = batch_size, total_length
@@ -61,9 +62,13 @@ class DecoderOnlySession:
             key_mask[:, :prompt_length] = prompt_mask
         self.positions = (key_mask.cumsum(-1) - 1).clamp(min=0)  # (B, L), counting real tokens only
         if hasattr(model, "attention_mask"):  # LLaMA's adds Mistral's sliding window
-            self.mask = model.attention_mask(key_mask, L, device)  # (B, 1, L, L)
+            allowed = model.attention_mask(key_mask, L, device)  # (B, 1, L, L) bool
         else:
-            self.mask = decoder_mask(key_mask, L, device=device)  # (B, 1, L, L)
+            allowed = decoder_mask(key_mask, L, device=device)  # (B, 1, L, L) bool
+        # Additive (0 / most negative), made once: attention adds a float mask as it is, while a bool one
+        # is converted and checked for fully masked rows at every layer of every step. Only padding
+        # queries have no key at all, and no real token reads their outputs.
+        self.mask = to_additive(allowed, next(model.parameters()).dtype)  # (B, 1, L, L)
         self.static = use_cache and cache_implementation == "static"
         self.cache = None
         if self.static:
@@ -71,8 +76,10 @@ class DecoderOnlySession:
                                      dtype=next(model.parameters()).dtype, device=device)
             self.slots = torch.arange(L, device=device)  # (L,) cache slot of each buffer position
         elif use_cache:
-            self.cache = DynamicCache(len(model_layers(model)))
-        self.step_model = torch.compile(model, dynamic=False) if compile else model
+            self.cache = DynamicCache(len(model_layers(model)), capacity=L)
+        self.step_model = model
+        if compile:
+            self.step_model = torch.compile(model, **({"dynamic": False} | (compile if isinstance(compile, dict) else {})))
 
     def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, L): run the prompt tokens[:, :P]; return the next-token logits (B, V)."""

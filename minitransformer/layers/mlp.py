@@ -7,8 +7,10 @@ Gated MLP:  down(act(gate(x)) * up(x))            (SwiGLU with SiLU in LLaMA, GE
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -43,20 +45,38 @@ ACTIVATIONS = {
 }
 
 
-def get_activation(name: str):
+#: The same functions as single fused torch kernels: one pass over the tensor instead of up to eight
+#: (the written-out tanh GELU is pow, mul, add, mul, tanh, add, mul, mul), which matters when decoding
+#: one token at a time, where the tensors are small and every kernel launch counts.
+FUSED_ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),
+    "gelu_new": partial(F.gelu, approximate="tanh"),
+    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+def get_activation(name: str, fused: bool = False):
+    """The activation called ``name``: written out, or (``fused=True``) torch's kernel for it."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; supported: {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+    return FUSED_ACTIVATIONS[name] if fused else ACTIVATIONS[name]
 
 
 class MLP(nn.Module):
-    """Two linear layers with an activation between: (B, T, C) -> (B, T, I) -> (B, T, C)."""
+    """Two linear layers with an activation between: (B, T, C) -> (B, T, I) -> (B, T, C).
+
+    ``fused=True`` computes the activation with torch's kernel (see :data:`FUSED_ACTIVATIONS`).
+    """
 
     def __init__(self, hidden_size: int, intermediate_size: int, activation: str = "gelu", bias: bool = True,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, fused: bool = False):
         super().__init__()
         self.activation = activation
-        self.act = get_activation(activation)
+        self.act = get_activation(activation, fused)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
         self.dropout = nn.Dropout(dropout)
@@ -69,10 +89,10 @@ class GatedMLP(nn.Module):
     """A gated feed-forward: down(act(gate(x)) * up(x)). Names follow HF's LLaMA."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, activation: str = "silu", bias: bool = False,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, fused: bool = False):
         super().__init__()
         self.activation = activation
-        self.act = get_activation(activation)
+        self.act = get_activation(activation, fused)
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)

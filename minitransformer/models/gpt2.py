@@ -81,7 +81,7 @@ class GPT2(GenerationMixin, PreTrainedModel):
             return DecoderBlock(
                 self_attn=MultiHeadAttention(C, H, bias=True, scale=scale, dropout=config.attn_pdrop,
                                              attn_implementation=attn_implementation),
-                mlp=MLP(C, config.n_inner or 4 * C, config.activation_function),
+                mlp=MLP(C, config.n_inner or 4 * C, config.activation_function, fused=fused),
                 attn_norm=LayerNorm(C, config.layer_norm_epsilon, fused=fused),
                 mlp_norm=LayerNorm(C, config.layer_norm_epsilon, fused=fused),
                 norm_first=True,
