@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from minitransformer.generation.cache import DynamicCache, EncoderDecoderCache, StaticCache
-from minitransformer.layers.masks import decoder_mask, to_additive
+from minitransformer.layers.masks import to_additive
 
 
 def prefill(model, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
@@ -61,10 +61,7 @@ class DecoderOnlySession:
         if prompt_mask is not None:
             key_mask[:, :prompt_length] = prompt_mask
         self.positions = (key_mask.cumsum(-1) - 1).clamp(min=0)  # (B, L), counting real tokens only
-        if hasattr(model, "attention_mask"):  # LLaMA's adds Mistral's sliding window
-            allowed = model.attention_mask(key_mask, L, device)  # (B, 1, L, L) bool
-        else:
-            allowed = decoder_mask(key_mask, L, device=device)  # (B, 1, L, L) bool
+        allowed = model.attention_mask(key_mask, L, device=device)  # (B, 1, L, L) bool (+ Mistral's window)
         # Additive (0 / most negative), made once: attention adds a float mask as it is, while a bool one
         # is converted and checked for fully masked rows at every layer of every step. Only padding
         # queries have no key at all, and no real token reads their outputs.

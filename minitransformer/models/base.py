@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 C = TypeVar("C", bound="Config")
@@ -73,3 +75,47 @@ def positions_from_attention_mask(attention_mask: torch.Tensor | None, seq_len: 
     if attention_mask is None:
         return torch.arange(seq_len, device=device)[None]  # (1, T)
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+
+
+def prepare_causal_inputs(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    past_key_values,
+    use_cache: bool,
+    num_layers: int,
+    build_mask: Callable[[torch.Tensor | None, int, int, torch.device], torch.Tensor],
+):
+    """What every decoder-only forward does before its blocks: the cache, the mask, the positions.
+
+    Args:
+        input_ids: (B, T), the tokens the cache does not hold yet.
+        attention_mask: HF's 0/1 (B, S_past + T), or a ready bool mask (B|1, 1, T, S) (``generate``
+            builds one per generation and slices it; ``position_ids`` must then be given).
+        past_key_values: a KV cache or None; with ``use_cache`` and None, a new :class:`DynamicCache`.
+        build_mask: the family's mask, ``(attention_mask, T, S, device) -> (B|1, 1, T, S)`` bool.
+
+    Returns:
+        (past_key_values, mask (B|1, 1, T, S), position_ids (B|1, T))
+    """
+    from minitransformer.generation.cache import DynamicCache, mask_for_cache
+
+    T = input_ids.shape[1]
+    if use_cache and past_key_values is None:
+        past_key_values = DynamicCache(num_layers)
+    if attention_mask is not None and attention_mask.dim() == 4:
+        if position_ids is None:
+            raise ValueError("a 4-D attention_mask needs position_ids (B, T) too")
+        return past_key_values, attention_mask, position_ids
+    past = 0 if past_key_values is None else past_key_values.get_seq_length()
+    if position_ids is None:
+        position_ids = positions_from_attention_mask(attention_mask, past + T, input_ids.device)[:, past:]  # (B|1, T)
+    mask = build_mask(attention_mask, T, past + T, input_ids.device)  # (B|1, 1, T, S_past + T)
+    return past_key_values, mask_for_cache(mask, past_key_values), position_ids
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """Cross-entropy of position t's logits against labels[t + 1] (-100 ignored), or None without labels."""
+    if labels is None:
+        return None
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)

@@ -22,11 +22,10 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from minitransformer.generation import GenerationMixin
-from minitransformer.generation.cache import DynamicCache, StaticCache, mask_for_cache
+from minitransformer.generation.cache import DynamicCache, StaticCache
 from minitransformer.layers import (
     MLP,
     DecoderBlock,
@@ -36,7 +35,7 @@ from minitransformer.layers import (
     TokenEmbedding,
     decoder_mask,
 )
-from minitransformer.models.base import Config, PreTrainedModel, positions_from_attention_mask
+from minitransformer.models.base import Config, PreTrainedModel, next_token_loss, prepare_causal_inputs
 from minitransformer.models.outputs import ModelOutput
 
 
@@ -112,6 +111,11 @@ class GPT2(GenerationMixin, PreTrainedModel):
             for proj in (module.self_attn.o_proj, module.mlp.down_proj):
                 nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
 
+    def attention_mask(self, attention_mask: torch.Tensor | None, T: int, S: int | None = None,
+                       device: torch.device | None = None) -> torch.Tensor:
+        """Causal AND padding: bool (B|1, 1, T, S), True = attend; the T queries are the last T of S keys."""
+        return decoder_mask(attention_mask, T, S, device=device)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -145,19 +149,10 @@ class GPT2(GenerationMixin, PreTrainedModel):
             :class:`ModelOutput` with ``logits`` (B, T, V), ``last_hidden_state`` (B, T, C) and the
             cache in ``past_key_values``.
         """
-        B, T = input_ids.shape
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(self.config.n_layer)
-        if attention_mask is not None and attention_mask.dim() == 4:
-            if position_ids is None:
-                raise ValueError("a 4-D attention_mask needs position_ids (B, T) too")
-            mask = attention_mask  # (B|1, 1, T, S), True = attend
-        else:
-            past = 0 if past_key_values is None else past_key_values.get_seq_length()
-            if position_ids is None:
-                position_ids = positions_from_attention_mask(attention_mask, past + T, input_ids.device)[:, past:]
-            mask = decoder_mask(attention_mask, T, past + T, device=input_ids.device)  # (B|1, 1, T, S_past + T)
-            mask = mask_for_cache(mask, past_key_values)
+        past_key_values, mask, position_ids = prepare_causal_inputs(
+            input_ids, attention_mask, position_ids, past_key_values, use_cache, self.config.n_layer,
+            self.attention_mask,
+        )  # mask (B|1, 1, T, S), True = attend
         x = self.transformer.wte(input_ids) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)
 
@@ -171,14 +166,11 @@ class GPT2(GenerationMixin, PreTrainedModel):
         hidden_states.append(x)
         logits = self.lm_head(x[:, -logits_to_keep:])  # (B, T, V), or (B, logits_to_keep, V)
 
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
         return ModelOutput(
             logits=logits,
             last_hidden_state=x,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
             past_key_values=past_key_values,
-            loss=loss,
+            loss=next_token_loss(logits, labels),
         )

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from minitransformer.generation import GenerationMixin
-from minitransformer.generation.cache import DynamicCache, StaticCache, mask_for_cache
+from minitransformer.generation.cache import DynamicCache, StaticCache
 from minitransformer.layers import (
     DecoderBlock,
     GatedMLP,
@@ -42,7 +41,7 @@ from minitransformer.layers import (
     check_positions,
     decoder_mask,
 )
-from minitransformer.models.base import Config, PreTrainedModel, positions_from_attention_mask
+from minitransformer.models.base import Config, PreTrainedModel, next_token_loss, prepare_causal_inputs
 from minitransformer.models.outputs import ModelOutput
 
 
@@ -176,8 +175,8 @@ class Llama(GenerationMixin, PreTrainedModel):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
-    def attention_mask(self, attention_mask: torch.Tensor | None, T: int, device: torch.device,
-                       S: int | None = None) -> torch.Tensor:
+    def attention_mask(self, attention_mask: torch.Tensor | None, T: int, S: int | None = None,
+                       device: torch.device | None = None) -> torch.Tensor:
         """Causal AND padding AND (Mistral) sliding window: bool (B|1, 1, T, S), True = attend.
 
         The T queries are the last T of the S keys (S > T when a cache holds S - T earlier tokens).
@@ -222,19 +221,10 @@ class Llama(GenerationMixin, PreTrainedModel):
             :class:`ModelOutput` with ``logits`` (B, T, V), ``last_hidden_state`` (B, T, C) and the
             cache in ``past_key_values``.
         """
-        B, T = input_ids.shape
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(self.config.num_hidden_layers)
-        if attention_mask is not None and attention_mask.dim() == 4:
-            if position_ids is None:
-                raise ValueError("a 4-D attention_mask needs position_ids (B, T) too")
-            mask = attention_mask  # (B|1, 1, T, S), True = attend
-        else:
-            past = 0 if past_key_values is None else past_key_values.get_seq_length()
-            if position_ids is None:
-                position_ids = positions_from_attention_mask(attention_mask, past + T, input_ids.device)[:, past:]
-            mask = self.attention_mask(attention_mask, T, input_ids.device, past + T)  # (B|1, 1, T, S_past + T)
-            mask = mask_for_cache(mask, past_key_values)
+        past_key_values, mask, position_ids = prepare_causal_inputs(
+            input_ids, attention_mask, position_ids, past_key_values, use_cache, self.config.num_hidden_layers,
+            self.attention_mask,
+        )  # mask (B|1, 1, T, S), True = attend
         check_positions(position_ids, self.config.max_position_embeddings)
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
 
@@ -249,14 +239,11 @@ class Llama(GenerationMixin, PreTrainedModel):
         hidden_states.append(x)
         logits = self.lm_head(x[:, -logits_to_keep:])  # (B, T, V), or (B, logits_to_keep, V)
 
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
         return ModelOutput(
             logits=logits,
             last_hidden_state=x,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
             past_key_values=past_key_values,
-            loss=loss,
+            loss=next_token_loss(logits, labels),
         )
