@@ -14,14 +14,7 @@ import torch.nn.functional as F
 from minitransformer.exercises import expect_close, expect_equal, expect_shape
 from minitransformer.models.t5 import T5, T5Config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tensors here are tiny: a second thread only adds synchronisation (and crawls on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see the fixture
 
 
 def _gen(seed: int) -> torch.Generator:

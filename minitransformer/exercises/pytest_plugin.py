@@ -63,6 +63,20 @@ def ex(request: pytest.FixtureRequest) -> ModuleType:
     return load_exercises(Path(request.path).parent, reference, config.getoption("--exercises-file"))
 
 
+@pytest.fixture
+def one_thread():
+    """For checks on tiny models: a second thread only adds synchronisation (and crawls on a busy machine).
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``; the previous setting comes back after.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
