@@ -14,6 +14,7 @@ from minitransformer.models import GPT2, GPT2Config, Llama, LlamaConfig
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see the fixture
 
 V = 61
 

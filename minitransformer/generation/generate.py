@@ -99,7 +99,7 @@ class GenerationMixin:
                 :class:`TextIteratorStreamer`, or transformers' own); batch size 1, no beams.
             stop_strings: str or list of str; a row stops once its generated text contains one
                 (needs ``tokenizer``, anything with ``decode(list[int]) -> str``).
-            cache_implementation: "dynamic" (grows by concatenation) or "static" (preallocated, fixed
+            cache_implementation: "dynamic" (grows as needed, doubling its buffers) or "static" (preallocated, fixed
                 shapes; GPT-2 and LLaMA only).
             compile: ``torch.compile`` the decode step (needs the static cache): True, or a dict of
                 ``torch.compile`` keyword arguments.
