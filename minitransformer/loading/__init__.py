@@ -30,7 +30,9 @@ What happens in :func:`from_pretrained` (``loading/core.py``), step by step:
 
 :func:`save_pretrained` runs the same map backwards (each rule's inverse transforms) and writes
 ``config.json`` (``config.to_dict()``, with ``model_type`` and ``architectures``) plus
-``model.safetensors``. Tied aliases are left out, as transformers does.
+``model.safetensors``, or with ``max_shard_size="2GB"`` transformers' shards
+(``model-00001-of-00003.safetensors``...) and ``model.safetensors.index.json``. Tied aliases are
+left out, as transformers does.
 
 The contract for adding a model family (what the BERT and T5 files do)
 ----------------------------------------------------------------------
@@ -61,6 +63,7 @@ function ``(config, architecture) -> WeightMap`` when the names depend on them::
         ),
         hf_prefix="model.",        # added to every checkpoint key when none has it (a base-model save)
         ignore=(r"\\.attn\\.bias$",),  # regexes of checkpoint keys to drop silently (old buffers)
+        load_aliases=((r"LayerNorm\\.gamma$", "LayerNorm.weight"),),  # old names -> current, loading only
     )
 
 - ``{i}`` (and any ``{name}``) is a placeholder for a run of digits; the same value fills the

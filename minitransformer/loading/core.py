@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import save_file
 from torch import nn
 
 from minitransformer.loading.hub import resolve_checkpoint_dir
-from minitransformer.loading.io import SAFETENSORS, Checkpoint
+from minitransformer.loading.io import SAFETENSORS, SAFETENSORS_INDEX, Checkpoint
 from minitransformer.loading.registry import family_for_model, get_family
 from minitransformer.loading.weight_map import LoadingError, WeightMap
 
@@ -181,14 +183,26 @@ def from_pretrained(path_or_repo_id: str | os.PathLike, *, dtype: torch.dtype | 
     return model.eval()
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
+def save_pretrained(model: nn.Module, directory: str | os.PathLike,
+                    max_shard_size: int | str | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` in transformers' layout.
 
     ``transformers.AutoModelForCausalLM.from_pretrained(directory)`` (or the Auto class of the
     family) loads the result with no missing or unexpected weights.
 
+    Args:
+        model: one of our models (its class must be registered in ``loading/registry.py``).
+        directory: created if needed; weight files of an earlier save there are replaced.
+        max_shard_size: ``None`` writes one file. Otherwise bytes (an int) or a string such as
+            ``"5MB"`` / ``"2GB"`` (powers of ten, as in transformers): weights bigger than that are
+            split into ``model-00001-of-0000N.safetensors``... plus ``model.safetensors.index.json``
+            naming each tensor's file. A single tensor larger than the limit gets a shard of its own.
+
     Returns:
         The directory.
+
+    Raises:
+        ValueError: a ``max_shard_size`` that is not a size.
     """
     family, architecture = family_for_model(model)
     directory = Path(directory)
@@ -205,5 +219,30 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     # safetensors refuses tensors that share memory (views into one memory-mapped file), so each
     # tensor gets its own contiguous CPU copy: saving costs one extra copy of the weights.
     hf = {name: t.to("cpu").contiguous().clone() for name, t in hf.items()}
-    save_file(hf, str(directory / SAFETENSORS), metadata={"format": "pt"})
+
+    # The splitter transformers' own save_pretrained uses: tensors in order, a new shard whenever the
+    # next tensor would overflow the current one.
+    shards = {SAFETENSORS: list(hf)}
+    if max_shard_size is not None:
+        try:
+            shards = split_torch_state_dict_into_shards(hf, max_shard_size=max_shard_size).filename_to_tensors
+        except ValueError as e:
+            raise ValueError(f"max_shard_size={max_shard_size!r} is not a size: pass bytes (an int) or a "
+                             f"string like '500MB' or '2GB' (units KB, MB, GB, TB)") from e
+    for stale in _weight_files(directory) - set(shards):
+        (directory / stale).unlink()  # an earlier save's files would be read instead of (or mixed with) these
+    for filename, names in shards.items():
+        save_file({name: hf[name] for name in names}, str(directory / filename), metadata={"format": "pt"})
+    if len(shards) > 1:
+        index = {"metadata": {"total_parameters": sum(t.numel() for t in hf.values()),
+                              "total_size": sum(t.numel() * t.element_size() for t in hf.values())},
+                 "weight_map": {name: filename for filename, names in shards.items() for name in names}}
+        (directory / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return directory
+
+
+def _weight_files(directory: Path) -> set[str]:
+    """The safetensors files a save may have left in ``directory``: single file, shards, index."""
+    shard = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+    names = {p.name for p in directory.iterdir() if shard.fullmatch(p.name)}
+    return names | {n for n in (SAFETENSORS, SAFETENSORS_INDEX) if (directory / n).is_file()}

@@ -115,11 +115,17 @@ class WeightMap:
             model (GPT2Model) has no key with it; then it is added to every key before matching.
         ignore: regexes (``re.search``) of checkpoint keys to drop silently, e.g. buffers old
             versions of transformers saved (GPT-2's ``attn.bias`` causal mask, RoPE's ``inv_freq``).
+        load_aliases: ``(regex, replacement)`` pairs that rewrite old checkpoint names into the
+            current ones (``re.sub``) before the rules see them, e.g. old BERT's
+            ``LayerNorm.gamma``/``beta`` for ``weight``/``bias``. Loading only: saving writes the
+            current names. A legacy key whose current name is also in the checkpoint is not
+            rewritten (and is reported as unexpected).
     """
 
     rules: tuple[Rule, ...]
     hf_prefix: str = ""
     ignore: tuple[str, ...] = field(default=())
+    load_aliases: tuple[tuple[str, str], ...] = field(default=())
 
     def to_ours(self, hf_keys: Iterable[str], get: Callable[[str], torch.Tensor]
                 ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
@@ -135,7 +141,11 @@ class WeightMap:
         hf_keys = list(hf_keys)
         # Our rules speak the head model's names; a base-model checkpoint needs the prefix added.
         add_prefix = bool(self.hf_prefix) and not any(k.startswith(self.hf_prefix) for k in hf_keys)
-        original = {(self.hf_prefix + k if add_prefix else k): k for k in hf_keys}
+        prefixed = {(self.hf_prefix + k if add_prefix else k): k for k in hf_keys}
+        original: dict[str, str] = {}  # the name the rules see -> the checkpoint's own key
+        for name, key in prefixed.items():
+            current = self._current_name(name)
+            original[name if current in prefixed else current] = key
         ignored = {k for k in original if any(re.search(p, k) for p in self.ignore)}
         available = [k for k in original if k not in ignored]
 
@@ -156,6 +166,12 @@ class WeightMap:
                     ours[name.format(**groups)] = tensor
         unexpected = [original[k] for k in available if k not in used]
         return ours, unexpected, missing_hf
+
+    def _current_name(self, hf_name: str) -> str:
+        """``hf_name`` with every ``load_aliases`` rewrite applied (old name -> current name)."""
+        for pattern, replacement in self.load_aliases:
+            hf_name = re.sub(pattern, replacement, hf_name)
+        return hf_name
 
     def to_hf(self, ours: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Map our state dict to HF names and layouts (the inverse of :meth:`to_ours`).

@@ -48,11 +48,12 @@ class PreTrainedModel(nn.Module):
 
     config: Config
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` that transformers loads (see ``loading.save_pretrained``)."""
+    def save_pretrained(self, directory: str | os.PathLike, max_shard_size: int | str | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (or shards of at most ``max_shard_size``, like
+        ``"2GB"``, plus their index) that transformers loads (see ``loading.save_pretrained``)."""
         from minitransformer.loading import save_pretrained
 
-        return save_pretrained(self, directory)
+        return save_pretrained(self, directory, max_shard_size=max_shard_size)
 
     @classmethod
     def from_pretrained(cls: type[M], path_or_repo_id: str | os.PathLike, **kwargs) -> M:

@@ -12,6 +12,8 @@ Layout notes (no tensor changes, only where a weight lives):
   present) is dropped and only ``cls.predictions.bias`` is loaded. ``cls.predictions.decoder.bias`` is
   the same tensor as ``cls.predictions.bias`` in transformers and is dropped too.
 - **old buffers**: checkpoints saved by older transformers hold ``embeddings.position_ids`` (an arange).
+- **old names**: the original Google checkpoints (``bert-base-uncased`` on the hub) call the LayerNorm
+  parameters ``gamma`` / ``beta``, TensorFlow's names; ``LEGACY_NAMES`` reads them as ``weight`` / ``bias``.
 """
 
 from __future__ import annotations
@@ -65,12 +67,13 @@ CLASSIFIER_RULES = (
 )
 
 _OLD_BUFFERS = (r"embeddings\.position_ids$", r"embeddings\.token_type_ids$")
+LEGACY_NAMES = ((r"LayerNorm\.gamma$", "LayerNorm.weight"), (r"LayerNorm\.beta$", "LayerNorm.bias"))
 
 
 def weight_map(config, architecture: str) -> WeightMap:
     """The map for one BERT architecture (the prefixes and heads differ, the body does not)."""
     if architecture == "BertModel":
-        return WeightMap(rules=body_rules() + pooler_rules(), ignore=_OLD_BUFFERS)
+        return WeightMap(rules=body_rules() + pooler_rules(), ignore=_OLD_BUFFERS, load_aliases=LEGACY_NAMES)
     if architecture == "BertForMaskedLM":
         return WeightMap(
             rules=body_rules("bert.", "bert.") + MLM_HEAD_RULES,
@@ -79,9 +82,10 @@ def weight_map(config, architecture: str) -> WeightMap:
             # which the MLM model has no use for (transformers drops them too).
             ignore=_OLD_BUFFERS + (r"^cls\.predictions\.decoder\.(weight|bias)$", r"^bert\.pooler\.",
                                    r"^cls\.seq_relationship\."),
+            load_aliases=LEGACY_NAMES,
         )
     if architecture == "BertForSequenceClassification":
         return WeightMap(rules=body_rules("bert.", "bert.") + pooler_rules("bert.", "bert.") + CLASSIFIER_RULES,
-                         hf_prefix="bert.", ignore=_OLD_BUFFERS)
+                         hf_prefix="bert.", ignore=_OLD_BUFFERS, load_aliases=LEGACY_NAMES)
     raise ValueError(f"no BERT weight map for architecture {architecture!r}; "
                      "supported: BertModel, BertForMaskedLM, BertForSequenceClassification")

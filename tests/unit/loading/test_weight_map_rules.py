@@ -110,6 +110,17 @@ def test_prefix_is_added_for_base_model_checkpoints_and_ignored_keys_dropped():
     assert "h.1.q.weight" in ours and not unexpected and not missing
 
 
+
+def test_load_aliases_rename_old_keys_but_never_shadow_current_ones():
+    wmap = WeightMap(rules=(rename("norm.weight", "norm.weight"),), load_aliases=((r"\.gamma$", ".weight"),))
+    old = {"norm.gamma": torch.ones(2)}
+    ours, unexpected, missing = wmap.to_ours(old, old.__getitem__)
+    assert list(ours) == ["norm.weight"] and not unexpected and not missing
+    both = {"norm.gamma": torch.zeros(2), "norm.weight": torch.ones(2)}
+    ours, unexpected, _ = wmap.to_ours(both, both.__getitem__)
+    assert torch.equal(ours["norm.weight"], torch.ones(2)) and unexpected == ["norm.gamma"]
+    assert set(wmap.to_hf(ours)) == {"norm.weight"}  # saving writes the current name
+
 def test_one_error_lists_missing_unexpected_and_mismatched():
     state = hf_state()
     del state["base.h.1.c_proj.weight"]
