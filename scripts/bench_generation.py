@@ -10,7 +10,9 @@ the CPU with ``--threads`` threads (default 2). Printed, with the targets of iss
 3. ours with the cache against ours without it (recomputing the sequence every step): >= 3x;
 4. time per decode step at positions 16..32 against 496..512: within 20% (one session per
    position, their steps interleaved);
-5. speculative decoding with a draft made of the target's first 2 layers: acceptance rate, speed-up.
+5. speculative decoding with a draft made of the target's first 2 layers: acceptance rate, speed-up;
+6. the floor: one token's matrix-vector products alone (every Linear once, nothing between), and how
+   many milliseconds per token 1.3x transformers leaves for everything else once they are paid.
 
 The outputs of ours and transformers are checked token-identical. Timings are medians over
 ``--repeats`` runs, ours and theirs interleaved so that background load hits both alike.
@@ -54,6 +56,30 @@ def weight_bytes_per_token(model) -> int:
     total = sum(p.numel() * p.element_size() for p in model.parameters())
     wpe = model.transformer.wpe.weight
     return total - wpe.numel() * wpe.element_size() + wpe.shape[1] * wpe.element_size()
+
+
+def matvec_seconds(model, device: str, repeats: int = 7) -> float:
+    """Seconds of one token's matrix-vector products alone: every ``nn.Linear`` once, nothing between.
+
+    This is what any fp32 implementation built on torch's matmul must pay per token (the weights
+    streamed from memory), whatever it does around them: the floor under our step and transformers'.
+    """
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]  # 72 in the layers + the head
+    inputs = {m.in_features: torch.randn(1, 1, m.in_features, device=device) for m in linears}  # (B=1, T=1, in)
+
+    def one_token() -> None:
+        for m in linears:
+            torch.nn.functional.linear(inputs[m.in_features], m.weight, m.bias)
+
+    one_token()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        one_token()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def timed(fn, device: str):
@@ -121,9 +147,10 @@ def main() -> None:
         ours.generate(prompt, max_new_tokens=4, eos_token_id=[])  # warm-up
         ours.generate(prompt, max_new_tokens=4, eos_token_id=[], cache_implementation="static")
         theirs.generate(prompt, max_new_tokens=4, do_sample=False)
-        t_ours, t_static, t_theirs, bandwidths = [], [], [], []
+        t_ours, t_static, t_theirs, bandwidths, matvecs = [], [], [], [], []
         for _ in range(args.repeats):  # the bandwidth too, in every round: the load of the machine varies
             bandwidths.append(read_bandwidth(device))
+            matvecs.append(matvec_seconds(ours, device))
             t, a = timed(lambda: ours.generate(prompt, **kw), device)
             t_ours.append(t)
             t, s = timed(lambda: ours.generate(prompt, cache_implementation="static", **kw), device)
@@ -163,6 +190,8 @@ def main() -> None:
     bytes_per_token = weight_bytes_per_token(ours)
     bound = bandwidth / bytes_per_token
     early, late = step_times[0], step_times[-1]
+    floor = statistics.median(matvecs)  # seconds per token of the matvecs alone
+    needed = 1.3 * tps["theirs"]  # tokens/s that 1.3x transformers means in this run
     print(f"GPT-2 124M (random weights), fp32, {device}, {torch.get_num_threads()} threads, prompt 32, "
           f"{new} new tokens, greedy; median of {args.repeats}; outputs token-identical: {same}")
     print(f"  read bandwidth (sum of 1 GiB)        {bandwidth / 1e9:8.2f} GB/s")
@@ -179,13 +208,19 @@ def main() -> None:
     print(f"  speculative, 2-layer draft, k=4       {new / t_spec:8.1f} tokens/s   acceptance rate "
           f"{spec.acceptance_rate:.0%}, {new / t_spec / (new / t_target):.2f}x the target alone "
           f"(identical: {spec_same})")
+    print(f"  matvecs alone (73 Linear, nothing else) {1 / floor:8.1f} tokens/s   {floor * 1000:.1f} ms per token, "
+          f"{bytes_per_token / floor / 1e9:.1f} GB/s, {1 / floor / bound:.0%} of the bound")
+    print(f"  1.3x transformers = {needed:.1f} tokens/s = {1000 / needed:.1f} ms per token: after the matvecs, "
+          f"{1000 / needed - floor * 1000:.1f} ms for everything else (ours: {1000 / tps['ours'] - floor * 1000:.1f} ms "
+          f"eager dynamic, transformers: {1000 / tps['theirs'] - floor * 1000:.1f} ms)")
     for p, t in zip(positions, step_times):
         print(f"  time per token, positions {p:3d}-{p + 16:3d}    {t * 1000:8.2f} ms")
     print(f"  ratio 496-512 / 16-32                 {late / early:8.2f}      (target within 20%: 0.8-1.2)")
     if args.compile:
         print(f"  ours, static cache + torch.compile    {tps['compiled']:8.1f} tokens/s   "
               f"{tps['compiled'] / tps['theirs']:.2f}x transformers, {tps['compiled'] / bound:.0%} of the bound "
-              f"(compiling took {compile_seconds:.0f} s, not counted)")
+              f"(compiling took {compile_seconds:.0f} s, not counted); "
+              f"{1000 / tps['compiled'] - floor * 1000:.1f} ms per token beyond the matvecs")
 
 
 if __name__ == "__main__":

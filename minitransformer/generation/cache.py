@@ -13,8 +13,11 @@ Three kinds:
 - :class:`DynamicCache` grows (writing each step's keys after the others): shapes change every step.
 - :class:`StaticCache` preallocates (B, Hkv, max_cache_len, D) per layer and writes in place, so
   every decode step has the same shapes and ``torch.compile`` can compile it once.
-- :class:`EncoderDecoderCache` (T5): a dynamic cache for the decoder's self attention, and the
-  cross-attention keys and values of the encoder output, projected once per generation.
+- :class:`EncoderDecoderCache` (T5): the decoder's self-attention cache, and the cross-attention
+  keys and values of the encoder output, projected once per generation. The self-attention part is
+  a :class:`DynamicCache` by default; pass ``self_attention=StaticCache(...)`` for fixed shapes. The
+  cross-attention part needs no such choice: it is written once, by the first step, and its length
+  (the encoder's S) never changes, so it is "static" already.
 
 Shapes: B batch, Hkv key/value heads, S cached tokens, T new tokens, D head size.
 """
@@ -196,15 +199,38 @@ class StaticCache:
 
 
 class EncoderDecoderCache:
-    """T5's two caches: the decoder's self attention (grows) and cross attention (set once).
+    """T5's two caches: the decoder's self attention (one slot per decoder token) and cross attention (set once).
 
     The cross-attention keys and values depend only on the encoder output, which does not change
     while decoding; each layer's attention projects them at the first step and reuses them after.
+
+    Args:
+        num_layers: decoder layers.
+        capacity: tokens the default dynamic self-attention cache reserves at once (0: double as needed).
+        self_attention: a cache to use for the self attention instead of a new :class:`DynamicCache`;
+            a :class:`StaticCache` gives every decode step the same shapes. As with any static cache,
+            the caller sets its ``cache_position`` before each forward (``cache.self_attention.prepare(T)``)
+            and records the written tokens after it (``cache.self_attention.advance(T)``).
+
+    Example:
+        >>> static = StaticCache(2, batch_size=1, num_key_value_heads=4, head_dim=8, max_cache_len=16)
+        >>> cache = EncoderDecoderCache(2, self_attention=static)
+        >>> cache_nbytes(cache)  # 2 x 2 layers x 1 x 4 heads x 16 slots x 8 x 4 bytes; no cross K/V yet
+        8192
     """
 
-    def __init__(self, num_layers: int, capacity: int = 0) -> None:
-        self.self_attention = DynamicCache(num_layers, capacity)
+    def __init__(self, num_layers: int, capacity: int = 0,
+                 self_attention: DynamicCache | StaticCache | None = None) -> None:
+        if self_attention is not None and len(self_attention) != num_layers:
+            raise ValueError(f"self_attention has {len(self_attention)} layers but the decoder has num_layers="
+                             f"{num_layers}; build it with one layer per decoder block")
+        self.self_attention = DynamicCache(num_layers, capacity) if self_attention is None else self_attention
         self.cross_attention = DynamicCache(num_layers)  # written once by the first step, then read
+
+    @property
+    def is_static(self) -> bool:
+        """Whether the self attention is a preallocated :class:`StaticCache`."""
+        return isinstance(self.self_attention, StaticCache)
 
     def get_seq_length(self) -> int:
         return self.self_attention.get_seq_length()
@@ -237,7 +263,9 @@ def cache_nbytes(cache: DynamicCache | StaticCache | EncoderDecoderCache) -> int
     """Bytes of the cached keys and values: 2 x layers x B x Hkv x S x D x bytes per element.
 
     S is the tokens cached (a dynamic cache may have reserved more room) or, for a static cache,
-    its max_cache_len slots, all allocated up front.
+    its max_cache_len slots, all allocated up front. An :class:`EncoderDecoderCache` adds both parts:
+    its self attention (decoder tokens, or max_cache_len slots) and its cross attention (S = the
+    encoder's length, once the first step has written it).
     """
     return sum(t.numel() * t.element_size() for t in cache.tensors())
 

@@ -100,7 +100,7 @@ class GenerationMixin:
             stop_strings: str or list of str; a row stops once its generated text contains one
                 (needs ``tokenizer``, anything with ``decode(list[int]) -> str``).
             cache_implementation: "dynamic" (grows as needed, doubling its buffers) or "static" (preallocated, fixed
-                shapes; GPT-2 and LLaMA only).
+                shapes). For T5 it is the decoder's self-attention cache; cross attention is projected once either way.
             compile: ``torch.compile`` the decode step (needs the static cache): True, or a dict of
                 ``torch.compile`` keyword arguments.
 
@@ -121,7 +121,7 @@ class GenerationMixin:
             temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
             num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
             eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=use_cache,
-            cache_implementation=cache_implementation, compile=compile, encoder_decoder=encoder_decoder,
+            cache_implementation=cache_implementation, compile=compile,
         )
         if streamer is not None and (B > 1 or num_beams > 1):
             raise ValueError("streamer works with one sequence (batch size 1) and num_beams=1")
@@ -137,7 +137,8 @@ class GenerationMixin:
         rows = B * K  # beam search: K rows per input, each starting as a copy of it
         with torch.no_grad():
             if encoder_decoder:
-                session = EncoderDecoderSession(self, input_ids, attention_mask, K, cfg.use_cache)
+                session = EncoderDecoderSession(self, input_ids, attention_mask, K, cfg.use_cache,
+                                                1 + cfg.max_new_tokens, cfg.cache_implementation, cfg.compile)
                 prompt = torch.full((rows, 1), self.config.decoder_start_token_id, device=input_ids.device)
                 prompt_mask = None
             else:
@@ -217,7 +218,7 @@ def context_length(config) -> int | None:
 
 def make_config(model_config, prompt_length: int, *, max_new_tokens, do_sample, temperature, top_k, top_p,
                 repetition_penalty, num_beams, length_penalty, early_stopping, eos_token_id, pad_token_id,
-                use_cache, cache_implementation, compile, encoder_decoder) -> GenerationConfig:
+                use_cache, cache_implementation, compile) -> GenerationConfig:
     """Check every argument (errors name it) and fill in the model's EOS and padding ids."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got max_new_tokens={max_new_tokens!r}")
@@ -255,9 +256,6 @@ def make_config(model_config, prompt_length: int, *, max_new_tokens, do_sample, 
 
     if cache_implementation not in ("dynamic", "static"):
         raise ValueError(f"cache_implementation must be 'dynamic' or 'static', got {cache_implementation!r}")
-    if cache_implementation == "static" and encoder_decoder:
-        raise ValueError("cache_implementation='static' is for decoder-only models (GPT-2, LLaMA); "
-                         "use the dynamic cache with T5")
     if compile and (cache_implementation != "static" or not use_cache):
         raise ValueError("compile=True needs cache_implementation='static' (fixed shapes) and use_cache=True")
     return GenerationConfig(

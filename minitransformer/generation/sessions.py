@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from minitransformer.generation.cache import DynamicCache, EncoderDecoderCache, StaticCache
-from minitransformer.layers.masks import to_additive
+from minitransformer.layers.masks import padding_mask, to_additive
 
 
 def prefill(model, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
@@ -115,35 +115,78 @@ class EncoderDecoderSession:
     """Prefill and decode steps of T5: encode once, then decode with self- and cross-attention caches.
 
     The encoder output (B, S, C) and its mask are computed here, once; the cross-attention keys and
-    values are projected by the first decoder step and kept in the cache after that.
+    values are projected by the first decoder step and kept in the cache after that. The decoder's
+    prompt is the start token alone, so prefill is a step of T = 1 like the others.
+
+    Args:
+        model: a T5; called as ``model.decode(ids, encoder_hidden_states, encoder mask, past_key_values=...)``.
+        input_ids: (B, S) the encoder input. attention_mask: its (B, S) 0/1 mask, or None.
+        num_beams: K; every input's encoder output is repeated for its K beams (B * K rows).
+        use_cache: keep the caches (True) or run the decoder over all its tokens every step (False).
+        total_length: L = 1 + max_new_tokens decoder tokens: the static cache's slots, and the room
+            the dynamic one reserves at once; needed for the static cache only.
+        cache_implementation: "dynamic" (grows) or "static" (the self attention preallocated, L slots).
+            The cross attention is the same either way: its S keys are projected once.
+        compile: run the decode step through ``torch.compile`` (static cache only), as in
+            :class:`DecoderOnlySession`. The prefill step is not compiled: it is the one that
+            projects the cross-attention keys and values, a different graph from every later step.
     """
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                 num_beams: int = 1, use_cache: bool = True):
+                 num_beams: int = 1, use_cache: bool = True, total_length: int | None = None,
+                 cache_implementation: str = "dynamic", compile: bool | dict = False):
         self.model = model
         self.encoder_hidden_states = model.encode(input_ids, attention_mask).last_hidden_state  # (B, S, C)
-        self.encoder_mask = attention_mask
+        # Bool (B, 1, 1, S), made once: a 0/1 mask is checked and converted at every step otherwise.
+        self.encoder_mask = None if attention_mask is None else padding_mask(attention_mask)
         if num_beams > 1:  # every beam reads the same encoder output
             self.encoder_hidden_states = self.encoder_hidden_states.repeat_interleave(num_beams, dim=0)
-            if attention_mask is not None:
-                self.encoder_mask = attention_mask.repeat_interleave(num_beams, dim=0)
-        self.cache = EncoderDecoderCache(model.config.num_decoder_layers) if use_cache else None
+            if self.encoder_mask is not None:
+                self.encoder_mask = self.encoder_mask.repeat_interleave(num_beams, dim=0)  # (B * K, 1, 1, S)
+        rows, num_layers = self.encoder_hidden_states.shape[0], model.config.num_decoder_layers
+        self.static = use_cache and cache_implementation == "static"
+        self.cache = None
+        if self.static:
+            if total_length is None:
+                raise ValueError("cache_implementation='static' needs total_length=1 + max_new_tokens: "
+                                 "the decoder tokens to preallocate slots for")
+            attn = model.decoder.layers[0].self_attn
+            self_attention = StaticCache(num_layers, rows, attn.num_kv_heads, attn.head_dim, max_cache_len=total_length,
+                                         dtype=next(model.parameters()).dtype, device=input_ids.device)
+            self.cache = EncoderDecoderCache(num_layers, self_attention=self_attention)
+            self.slots = torch.arange(total_length, device=input_ids.device)  # (L,) cache slot of each position
+        elif use_cache:
+            self.cache = EncoderDecoderCache(num_layers, capacity=total_length or 0)
+        self.step_decode = model.decode
+        if compile:
+            options = {"dynamic": False} | (compile if isinstance(compile, dict) else {})
+            self.step_decode = torch.compile(model.decode, **options)
 
-    def run(self, decoder_input_ids: torch.Tensor) -> torch.Tensor:
-        out = self.model.decode(decoder_input_ids, self.encoder_hidden_states, self.encoder_mask,
-                                past_key_values=self.cache)
+    def run(self, decode, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        out = decode(decoder_input_ids, self.encoder_hidden_states, self.encoder_mask, past_key_values=self.cache)
         return out.logits[:, -1]  # (B, V)
 
     def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The decoder's prompt is the start token alone: (B, 1)."""
-        return self.run(tokens[:, :1])
+        """The decoder's prompt is the start token alone: (B, 1). Returns the next-token logits (B, V)."""
+        return self.step(self.model.decode, tokens, 1)
 
     def decode(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
-        if self.cache is None:
-            return self.run(tokens[:, :pos])
-        return self.run(tokens[:, pos - 1:pos])
+        """Logits (B, V) of the token at ``pos``, given tokens[:, :pos]."""
+        if self.cache is None:  # no cache: the whole decoder sequence again
+            return self.run(self.model.decode, tokens[:, :pos])
+        return self.step(self.step_decode, tokens, pos)
+
+    def step(self, decode, tokens: torch.Tensor, pos: int) -> torch.Tensor:
+        """Token pos - 1 (B, 1) against the caches; in a static cache it fills slot pos - 1."""
+        if self.static:
+            self.cache.self_attention.cache_position = self.slots[pos - 1:pos]
+        logits = self.run(decode, tokens[:, pos - 1:pos])
+        if self.static:
+            self.cache.self_attention.seen = pos
+        return logits
 
     def reorder(self, index: torch.Tensor) -> None:
+        """Beam search: row i of the batch continues row index[i]."""
         if self.cache is not None:
             self.cache.self_attention.reorder(index)
             # The cross-attention keys and values are the same for every beam of an input: no move needed.

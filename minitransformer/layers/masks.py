@@ -34,6 +34,20 @@ def causal_mask(query_length: int, key_length: int | None = None, device: torch.
     return k <= q + offset  # (T, S)
 
 
+def causal_mask_at(query_length: int, key_length: int, past_length: int | torch.Tensor,
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """Bool (T, S): query i, at position ``past_length + i``, sees the keys at positions 0 .. past_length + i.
+
+    :func:`causal_mask` puts the T queries at the end of the S keys, which is where a dynamic cache
+    has them. A static cache returns all its max_cache_len slots, and those after the queries are not
+    written yet: counting from the queries' true positions hides them too. ``past_length`` may be a
+    (1,) tensor, so that a compiled decode step stays one graph as the position moves.
+    """
+    query_position = torch.arange(query_length, device=device)[:, None] + past_length  # (T, 1)
+    key_position = torch.arange(key_length, device=device)[None, :]  # (1, S)
+    return key_position <= query_position  # (T, S)
+
+
 def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """HF-style ``attention_mask`` (B, S) of 1 (real token) / 0 (padding) -> bool (B, 1, 1, S)."""
     if attention_mask.dim() != 2:

@@ -71,8 +71,11 @@ class RelativePositionBias(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_buckets, num_heads))
         nn.init.normal_(self.weight, std=1.0)
 
-    def forward(self, query_length: int, key_length: int, past_length: int = 0) -> torch.Tensor:
-        """Bias (1, H, T, S) for queries at positions ``past_length ..`` and keys at ``0 .. S-1``."""
+    def forward(self, query_length: int, key_length: int, past_length: int | torch.Tensor = 0) -> torch.Tensor:
+        """Bias (1, H, T, S) for queries at positions ``past_length ..`` and keys at ``0 .. S-1``.
+
+        ``past_length`` may be a (1,) tensor (a static cache's first slot), which keeps a compiled step one graph.
+        """
         device = self.weight.device
         query_position = torch.arange(query_length, device=device)[:, None] + past_length  # (T, 1)
         key_position = torch.arange(key_length, device=device)[None, :]  # (1, S)

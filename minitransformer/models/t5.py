@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from minitransformer.generation import GenerationMixin
-from minitransformer.generation.cache import EncoderDecoderCache
+from minitransformer.generation.cache import EncoderDecoderCache, StaticCache
 from minitransformer.layers.attention import MultiHeadAttention
 from minitransformer.layers.blocks import DecoderBlock, EncoderBlock
 from minitransformer.layers.embeddings import TokenEmbedding
-from minitransformer.layers.masks import decoder_mask, padding_mask, to_additive
+from minitransformer.layers.masks import causal_mask_at, padding_mask, to_additive
 from minitransformer.layers.mlp import MLP, GatedMLP, get_activation
 from minitransformer.layers.norms import RMSNorm
 from minitransformer.layers.relative_position import RelativePositionBias
@@ -134,6 +134,22 @@ class T5Config(Config):
         return out
 
 
+def static_positions(cache: StaticCache, num_new_tokens: int) -> tuple[torch.Tensor, int]:
+    """(past_length, key_length) for T new tokens in a static cache: its first slot to write, as a (1,)
+    tensor, and its max_cache_len.
+
+    The slots come from ``cache_position``, a tensor, never from the Python int ``cache.seen``: a
+    compiled decode step then traces once and serves every position.
+    """
+    if tuple(cache.cache_position.shape) != (num_new_tokens,):
+        raise ValueError(
+            f"the static cache's cache_position has {cache.cache_position.numel()} slots for {num_new_tokens} "
+            f"new tokens; call past_key_values.self_attention.prepare({num_new_tokens}) before decode "
+            f"and .advance({num_new_tokens}) after it"
+        )
+    return cache.cache_position[:1], cache.max_cache_len
+
+
 def t5_attention(config: T5Config, attn_implementation: str) -> MultiHeadAttention:
     """T5's attention: no biases, head size d_kv (not necessarily d_model / H), unscaled scores."""
     return MultiHeadAttention(config.d_model, config.num_heads, head_dim=config.d_kv, bias=False,
@@ -184,32 +200,44 @@ class T5Stack(nn.Module):
                 encoder_hidden_states: torch.Tensor | None = None,
                 encoder_attention_mask: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
-                caches: list | None = None, past_length: int = 0,
-                cross_caches: list | None = None) -> ModelOutput:
+                caches: list | None = None, past_length: int | torch.Tensor = 0,
+                cross_caches: list | None = None, key_length: int | None = None) -> ModelOutput:
         """Args:
             inputs_embeds: (B, T, C) embedded tokens.
-            attention_mask: (B, T) 0/1 padding mask of these tokens (with a cache: (B, past_length + T)).
-            encoder_hidden_states, encoder_attention_mask: (B, S, C) and (B, S), decoder only.
+            attention_mask: (B, T) 0/1 padding mask of these tokens (with a cache: (B, past_length + T);
+                missing slots at the end, up to ``key_length``, count as padding).
+            encoder_hidden_states: (B, S, C), decoder only.
+            encoder_attention_mask: (B, S) 0/1, or a ready bool (B, 1, 1, S) mask, decoder only.
             caches: decoder only, one KV cache per layer (``update(k, v) -> (k, v)``), holding
                 ``past_length`` earlier tokens; None to attend over these T tokens only.
+            past_length: an int, or a (1,) tensor (a static cache's first slot to write, so that a
+                compiled step does not change with it).
             cross_caches: decoder only, one per layer: where cross attention keeps the encoder's
                 projected keys and values, so that they are computed once per generation.
+            key_length: the keys self attention sees: ``past_length + T`` (default), or all the
+                max_cache_len slots of a static cache.
 
         Returns:
             ModelOutput with ``last_hidden_state`` (B, T, C); ``hidden_states`` (embeddings, each layer,
             the last one after the final norm), ``attentions`` and ``cross_attentions`` when asked.
         """
         B, T, _ = inputs_embeds.shape
-        S = past_length + T
+        device = inputs_embeds.device
+        S = past_length + T if key_length is None else key_length
         # The position bias is an additive mask; padding and causality join it as -inf-like entries.
+        # Queries are at their true positions past_length + i, also among a static cache's S slots.
         bias = self.relative_position_bias(T, S, past_length)  # (1, H, T, S)
         if self.is_decoder:
-            allowed = decoder_mask(attention_mask, T, S, device=inputs_embeds.device)  # (B or 1, 1, T, S)
+            allowed = causal_mask_at(T, S, past_length, device)[None, None]  # (1, 1, T, S)
+            if attention_mask is not None:
+                if attention_mask.shape[1] < S:  # a static cache's slots not written yet: padding
+                    attention_mask = F.pad(attention_mask, (0, S - attention_mask.shape[1]))  # (B, S)
+                allowed = allowed & padding_mask(attention_mask.to(device))  # (B, 1, T, S)
         else:
             allowed = None if attention_mask is None else padding_mask(attention_mask)  # (B, 1, 1, S)
         self_mask = bias if allowed is None else bias + to_additive(allowed, bias.dtype)  # (B or 1, H, T, S)
-        cross_mask = None
-        if encoder_attention_mask is not None:
+        cross_mask = encoder_attention_mask
+        if encoder_attention_mask is not None and encoder_attention_mask.dim() == 2:
             cross_mask = padding_mask(encoder_attention_mask)  # (B, 1, 1, S_enc)
 
         x = self.dropout(inputs_embeds)
@@ -300,11 +328,14 @@ class T5(GenerationMixin, PreTrainedModel):
         Args:
             decoder_input_ids: (B, T) ids; with a cache, only the new tokens.
             encoder_hidden_states: (B, S, C), the encoder's ``last_hidden_state``.
-            attention_mask: (B, S) the encoder's padding mask, so that cross attention skips padding.
+            attention_mask: (B, S) the encoder's padding mask, so that cross attention skips padding;
+                or a ready bool (B, 1, 1, S) mask (``generate`` builds it once per generation).
             decoder_attention_mask: (B, past_length + T) padding mask of the decoder tokens.
             caches, past_length: one KV cache per decoder layer, and how many tokens they already hold.
             past_key_values: an :class:`EncoderDecoderCache` (self attention and cross attention),
-                updated in place; it replaces ``caches`` and ``past_length``.
+                updated in place; it replaces ``caches`` and ``past_length``. If its self attention
+                is a static cache, set the slots first (``past_key_values.self_attention.prepare(T)``)
+                and record them after (``.advance(T)``), as for any static cache.
             use_cache: start an :class:`EncoderDecoderCache` when ``past_key_values`` is None.
 
         Returns:
@@ -316,13 +347,16 @@ class T5(GenerationMixin, PreTrainedModel):
             raise ValueError(f"decoder_input_ids must be (batch, seq_len), got shape {tuple(decoder_input_ids.shape)}")
         if use_cache and past_key_values is None:
             past_key_values = EncoderDecoderCache(self.config.num_decoder_layers)
-        cross_caches = None
+        cross_caches, key_length = None, None
         if past_key_values is not None:
-            past_length = past_key_values.get_seq_length()
             caches, cross_caches = past_key_values.self_attention, past_key_values.cross_attention
+            if past_key_values.is_static:
+                past_length, key_length = static_positions(caches, decoder_input_ids.shape[1])
+            else:
+                past_length = past_key_values.get_seq_length()
         out = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, encoder_hidden_states,
                            attention_mask, output_hidden_states, output_attentions, caches, past_length,
-                           cross_caches)
+                           cross_caches, key_length)
         out.past_key_values = past_key_values
         h = out.last_hidden_state * tied_head_scale(self.config)  # (B, T, C)
         weight = self.shared.weight if self.lm_head is None else self.lm_head.weight  # (V, C)

@@ -1,7 +1,7 @@
 """generate() against transformers' generate: tiny random GPT-2, LLaMA (GQA) and T5, fp32, eager attention.
 
-Greedy and beam search must be token-identical, with and without the cache, for one prompt and for a
-left-padded batch, with an EOS id chosen so that some rows finish early (padding after EOS, beams
+Greedy and beam search must be token-identical, with and without the cache (dynamic or static), for one
+prompt and for a left-padded batch, with an EOS id chosen so that some rows finish early (padding after EOS, beams
 finishing at different lengths). The per-step logits of the cached and uncached paths must equal
 transformers' within 1e-5.
 """
@@ -119,38 +119,40 @@ def test_left_padded_rows_equal_rows_alone(pair):
 
 
 def test_step_logits_cached_and_uncached_match_transformers(pair):
-    """At every step, the next-token logits with and without our cache equal transformers' (1e-5)."""
+    """At every step, the next-token logits with our dynamic cache, our static cache and no cache equal
+    transformers' (1e-5)."""
     family, hf, ours = pair
     ids, mask = prompts(batch=True)
     out = hf.generate(ids, attention_mask=mask, max_new_tokens=NEW, do_sample=False, eos_token_id=V - 1,
                       pad_token_id=0, output_logits=True, return_dict_in_generate=True)
     tokens, expected = out.sequences, out.logits  # (B, L), NEW x (B, V)
+    L = tokens.shape[1]
     with torch.no_grad():
-        for use_cache in (True, False):
+        for use_cache, kind in ((True, "dynamic"), (True, "static"), (False, "dynamic")):
             if family == "t5":
-                session = EncoderDecoderSession(ours, ids, mask, use_cache=use_cache)
+                session = EncoderDecoderSession(ours, ids, mask, use_cache=use_cache, total_length=L,
+                                                cache_implementation=kind)
                 start = 1
             else:
                 start = ids.shape[1]
-                session = DecoderOnlySession(ours, mask, ids.shape[0], start, tokens.shape[1], ids.device, use_cache)
+                session = DecoderOnlySession(ours, mask, ids.shape[0], start, L, ids.device, use_cache, kind)
             for step in range(NEW):
                 logits = session.prefill(tokens) if step == 0 else session.decode(tokens, start + step)
-                assert_close(logits, expected[step], what=f"{family} step {step} use_cache={use_cache}")
+                assert_close(logits, expected[step], what=f"{family} step {step} use_cache={use_cache} {kind}")
 
 
-def test_static_cache_matches_transformers(pair):
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "left_padded"])
+def test_static_cache_matches_transformers(pair, batch):
+    """Greedy and beam search (the cache reordered at every step) with the static cache; T5's is its
+    decoder's self attention."""
     family, hf, ours = pair
-    ids, mask = prompts(batch=True)
-    if family == "t5":  # no static cache for the encoder-decoder: a clear error, not a silent fallback
-        with pytest.raises(ValueError, match="static"):
-            ours.generate(ids, attention_mask=mask, max_new_tokens=NEW, cache_implementation="static")
-        return
+    ids, mask = prompts(batch)
     eos = frequent_token(hf, ids, mask)
     for K in (1, 3):
         kw = dict(max_new_tokens=NEW, num_beams=K, eos_token_id=eos, pad_token_id=0)
         expected = hf.generate(ids, attention_mask=mask, do_sample=False, **kw)
         got = ours.generate(ids, attention_mask=mask, cache_implementation="static", **kw)
-        assert torch.equal(got, expected), f"num_beams={K}"
+        assert torch.equal(got, expected), f"{family} num_beams={K}: ours\n{got}\ntransformers\n{expected}"
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])

@@ -173,14 +173,15 @@ def test_static_decode_step_compiles_with_inductor_and_matches():
     assert torch.equal(got, expected)
 
 
-def test_t5_generate_starts_with_decoder_start_and_has_no_static_cache():
+def test_t5_generate_starts_with_decoder_start_and_static_cache_agrees():
     torch.manual_seed(0)
     model = T5(T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=40, num_layers=2, num_heads=4,
                         decoder_start_token_id=0)).eval()
     out = model.generate(PROMPT, max_new_tokens=6, eos_token_id=[])
     assert out.shape == (1, 7) and int(out[0, 0]) == 0
-    with pytest.raises(ValueError, match="static"):
-        model.generate(PROMPT, max_new_tokens=6, cache_implementation="static")
+    assert torch.equal(model.generate(PROMPT, max_new_tokens=6, eos_token_id=[], cache_implementation="static"), out)
+    with pytest.raises(ValueError, match="compile"):  # compile needs the static cache, for T5 as for the others
+        model.generate(PROMPT, max_new_tokens=6, compile=True)
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
