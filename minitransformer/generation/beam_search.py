@@ -36,7 +36,11 @@ def gather_beams(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def beam_search(session, tokens: torch.Tensor, prompt_length: int, cfg, generator: torch.Generator | None = None,
                 ignore: torch.Tensor | None = None) -> torch.Tensor:
-    """tokens (B * K, L): each input's prompt repeated K times. Returns the best hypothesis per input (B, n)."""
+    """tokens (B * K, L): each input's prompt repeated K times.
+
+    Returns the R = ``cfg.num_return_sequences`` best hypotheses of every input, best first (B * R, n):
+    n is the longest of them, the shorter ones padded as transformers pads them.
+    """
     K, P = cfg.num_beams, prompt_length
     BK, L = tokens.shape
     B, device = BK // K, tokens.device
@@ -110,5 +114,6 @@ def beam_search(session, tokens: torch.Tensor, prompt_length: int, cfg, generato
         if not improvable.any() or all_full or bool(done.all()):
             break
 
-    n = int(finished_lengths[:, 0].max())
-    return finished[:, 0, :P + n]  # (B, P + n): the best hypothesis of every input
+    R = cfg.num_return_sequences
+    n = int(finished_lengths[:, :R].max())
+    return finished[:, :R, :P + n].reshape(B * R, P + n)  # (B * R, P + n): rows b * R ... b * R + R - 1 are input b's

@@ -35,6 +35,7 @@ class GenerationConfig:
     top_p: float | None = None
     repetition_penalty: float = 1.0
     num_beams: int = 1
+    num_return_sequences: int = 1
     length_penalty: float = 1.0
     early_stopping: bool | str = False
     eos_token_id: list[int] = field(default_factory=list)
@@ -64,6 +65,7 @@ class GenerationMixin:
         top_p: float | None = None,
         repetition_penalty: float = 1.0,
         num_beams: int = 1,
+        num_return_sequences: int = 1,
         length_penalty: float = 1.0,
         eos_token_id: int | list[int] | None = None,
         pad_token_id: int | None = None,
@@ -91,12 +93,16 @@ class GenerationMixin:
             num_beams: > 1 for beam search; length_penalty divides a finished beam's log-probability by
                 length ** length_penalty; early_stopping: True stops once num_beams hypotheses are
                 finished, False (default) and "never" as in transformers.
+            num_return_sequences: R sequences per input, rows grouped per input (input b is rows
+                b * R to b * R + R - 1). With beam search, its R best hypotheses, best first (R <= num_beams);
+                with do_sample, R independent samples. Greedy decoding has one answer only: R > 1 is an error.
             eos_token_id: int or list; default the model config's. A row stops when it produces one.
             pad_token_id: written after a row has finished; default the config's, else the first EOS id.
             use_cache: keep a KV cache (default) or recompute the whole sequence every step.
             generator: a ``torch.Generator`` for reproducible sampling (default: torch's global RNG).
             streamer: an object with ``put(ids)`` and ``end()`` (:class:`TextStreamer`,
-                :class:`TextIteratorStreamer`, or transformers' own); batch size 1, no beams.
+                :class:`TextIteratorStreamer`, or transformers' own); batch size 1, no beams,
+                num_return_sequences=1.
             stop_strings: str or list of str; a row stops once its generated text contains one
                 (needs ``tokenizer``, anything with ``decode(list[int]) -> str``).
             cache_implementation: "dynamic" (grows as needed, doubling its buffers) or "static" (preallocated, fixed
@@ -105,8 +111,9 @@ class GenerationMixin:
                 ``torch.compile`` keyword arguments.
 
         Returns:
-            LongTensor: (B, P + n) for decoder-only models, (B, 1 + n) decoder tokens for T5,
-            n <= max_new_tokens (shorter when every row stopped early).
+            LongTensor: (B * R, P + n) for decoder-only models, (B * R, 1 + n) decoder tokens for T5,
+            R = num_return_sequences, n <= max_new_tokens (shorter when every row stopped early; with
+            beam search, the longest of the returned hypotheses, the others padded with pad_token_id).
 
         Example:
             >>> model = GPT2(GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=4)).eval()
@@ -119,12 +126,14 @@ class GenerationMixin:
         cfg = make_config(
             self.config, P if not encoder_decoder else 1, max_new_tokens=max_new_tokens, do_sample=do_sample,
             temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-            num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
-            eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=use_cache,
+            num_beams=num_beams, num_return_sequences=num_return_sequences, length_penalty=length_penalty,
+            early_stopping=early_stopping, eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=use_cache,
             cache_implementation=cache_implementation, compile=compile,
         )
-        if streamer is not None and (B > 1 or num_beams > 1):
-            raise ValueError("streamer works with one sequence (batch size 1) and num_beams=1")
+        if streamer is not None and (B > 1 or cfg.num_beams > 1 or cfg.num_return_sequences > 1):
+            raise ValueError("streamer works with one sequence: batch size 1, num_beams=1 and num_return_sequences=1, "
+                             f"got batch size {B}, num_beams={cfg.num_beams}, "
+                             f"num_return_sequences={cfg.num_return_sequences}")
         stop = None
         if stop_strings:
             if tokenizer is None:
@@ -133,28 +142,29 @@ class GenerationMixin:
             if cfg.pad_token_id is None:
                 raise ValueError("stop_strings needs pad_token_id (or an eos_token_id) to fill stopped rows")
 
-        K = cfg.num_beams
-        rows = B * K  # beam search: K rows per input, each starting as a copy of it
+        # Rows per input, each starting as a copy of it: its K beams, or its R independent samples.
+        copies = cfg.num_beams if cfg.num_beams > 1 else cfg.num_return_sequences
+        rows = B * copies
         with torch.no_grad():
             if encoder_decoder:
-                session = EncoderDecoderSession(self, input_ids, attention_mask, K, cfg.use_cache,
+                session = EncoderDecoderSession(self, input_ids, attention_mask, copies, cfg.use_cache,
                                                 1 + cfg.max_new_tokens, cfg.cache_implementation, cfg.compile)
                 prompt = torch.full((rows, 1), self.config.decoder_start_token_id, device=input_ids.device)
                 prompt_mask = None
             else:
-                prompt = input_ids.repeat_interleave(K, dim=0)  # (B * K, P)
-                prompt_mask = None if attention_mask is None else attention_mask.repeat_interleave(K, dim=0)
+                prompt = input_ids.repeat_interleave(copies, dim=0)  # (B * copies, P)
+                prompt_mask = None if attention_mask is None else attention_mask.repeat_interleave(copies, dim=0)
                 session = DecoderOnlySession(self, prompt_mask, rows, P, P + cfg.max_new_tokens, input_ids.device,
                                              cfg.use_cache, cfg.cache_implementation, cfg.compile)
             prompt_length = prompt.shape[1]
             tokens = torch.full((rows, prompt_length + cfg.max_new_tokens), cfg.pad_token_id or 0,
-                                dtype=torch.long, device=input_ids.device)  # (B * K, L)
+                                dtype=torch.long, device=input_ids.device)  # (B * copies, L)
             tokens[:, :prompt_length] = prompt
             ignore = None  # prompt padding, which the repetition penalty skips
             if prompt_mask is not None and cfg.repetition_penalty != 1.0:
                 ignore = torch.zeros_like(tokens, dtype=torch.bool)
                 ignore[:, :prompt_length] = prompt_mask == 0
-            if K > 1:
+            if cfg.num_beams > 1:
                 return beam_search(session, tokens, prompt_length, cfg, generator, ignore)
             return sample(session, tokens, prompt_length, cfg, generator, ignore, streamer, stop)
 
@@ -217,8 +227,8 @@ def context_length(config) -> int | None:
 
 
 def make_config(model_config, prompt_length: int, *, max_new_tokens, do_sample, temperature, top_k, top_p,
-                repetition_penalty, num_beams, length_penalty, early_stopping, eos_token_id, pad_token_id,
-                use_cache, cache_implementation, compile) -> GenerationConfig:
+                repetition_penalty, num_beams, num_return_sequences, length_penalty, early_stopping, eos_token_id,
+                pad_token_id, use_cache, cache_implementation, compile) -> GenerationConfig:
     """Check every argument (errors name it) and fill in the model's EOS and padding ids."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got max_new_tokens={max_new_tokens!r}")
@@ -233,6 +243,16 @@ def make_config(model_config, prompt_length: int, *, max_new_tokens, do_sample, 
                         do_sample=do_sample)
     if not isinstance(num_beams, int) or num_beams < 1:
         raise ValueError(f"num_beams must be an int >= 1 (1 = no beam search), got num_beams={num_beams!r}")
+    R = num_return_sequences
+    if not isinstance(R, int) or R < 1:
+        raise ValueError("num_return_sequences must be an int >= 1 (sequences per input), "
+                         f"got num_return_sequences={R!r}")
+    if R > 1 and num_beams == 1 and not do_sample:
+        raise ValueError(f"num_return_sequences={R} needs do_sample=True (R independent samples) or num_beams >= {R} "
+                         "(the R best beams): greedy decoding has a single answer")
+    if num_beams > 1 and R > num_beams:
+        raise ValueError(f"num_return_sequences={R} is more than num_beams={num_beams}: beam search keeps only "
+                         f"num_beams finished hypotheses per input; use num_beams >= {R}")
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got early_stopping={early_stopping!r}")
     V = model_config.vocab_size
@@ -260,7 +280,7 @@ def make_config(model_config, prompt_length: int, *, max_new_tokens, do_sample, 
         raise ValueError("compile=True needs cache_implementation='static' (fixed shapes) and use_cache=True")
     return GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-        repetition_penalty=repetition_penalty, num_beams=num_beams, length_penalty=length_penalty,
-        early_stopping=early_stopping, eos_token_id=eos, pad_token_id=pad_token_id, use_cache=use_cache,
-        cache_implementation=cache_implementation, compile=compile,
+        repetition_penalty=repetition_penalty, num_beams=num_beams, num_return_sequences=R,
+        length_penalty=length_penalty, early_stopping=early_stopping, eos_token_id=eos, pad_token_id=pad_token_id,
+        use_cache=use_cache, cache_implementation=cache_implementation, compile=compile,
     )

@@ -121,7 +121,8 @@ class EncoderDecoderSession:
     Args:
         model: a T5; called as ``model.decode(ids, encoder_hidden_states, encoder mask, past_key_values=...)``.
         input_ids: (B, S) the encoder input. attention_mask: its (B, S) 0/1 mask, or None.
-        num_beams: K; every input's encoder output is repeated for its K beams (B * K rows).
+        num_beams: K; every input's encoder output is repeated for its K rows (B * K rows): its K beams,
+            or its K sampled sequences (``num_return_sequences``).
         use_cache: keep the caches (True) or run the decoder over all its tokens every step (False).
         total_length: L = 1 + max_new_tokens decoder tokens: the static cache's slots, and the room
             the dynamic one reserves at once; needed for the static cache only.

@@ -162,3 +162,47 @@ def test_repetition_penalty_matches_transformers(pair, num_beams):
     kw = dict(max_new_tokens=NEW, repetition_penalty=1.7, num_beams=num_beams, eos_token_id=V - 1, pad_token_id=0)
     expected = hf.generate(ids, attention_mask=mask, do_sample=False, **kw)
     assert torch.equal(ours.generate(ids, attention_mask=mask, **kw), expected)
+
+
+
+def beam_eos(hf, ids, mask, R: int) -> int:
+    """A token that, as EOS, ends at least one of the R returned beam hypotheses before the longest one: tried
+    in the order the hypotheses generated without EOS produce them."""
+    kw = dict(attention_mask=mask, max_new_tokens=NEW, num_beams=3, num_return_sequences=R, do_sample=False,
+              pad_token_id=0)
+    free = hf.generate(ids, eos_token_id=V - 1, **kw)  # (B * R, P + NEW)
+    new = free[:, -NEW:] if not hf.config.is_encoder_decoder else free[:, 1:]
+    for token in new[:, 1:NEW - 2].T.flatten().tolist():  # new position 1 of every row, then 2, ...
+        if (hf.generate(ids, eos_token_id=token, **kw)[:, :-1] == token).any():
+            return token
+    raise AssertionError("no token ends a returned hypothesis early; change the prompts or the seed")
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "left_padded"])
+@pytest.mark.parametrize("num_return_sequences", [2, 3])
+def test_beam_search_num_return_sequences_matches_transformers(pair, batch, num_return_sequences):
+    """The R best finished hypotheses of every input, best first, rows grouped per input; those that ended early at
+    EOS are padded to the longest returned one, as transformers pads them."""
+    family, hf, ours = pair
+    ids, mask = prompts(batch)
+    eos = beam_eos(hf, ids, mask, num_return_sequences)
+    kw = dict(max_new_tokens=NEW, num_beams=3, num_return_sequences=num_return_sequences, eos_token_id=eos,
+              pad_token_id=0)
+    expected = hf.generate(ids, attention_mask=mask, do_sample=False, **kw)
+    got = ours.generate(ids, attention_mask=mask, **kw)
+    assert got.shape[0] == ids.shape[0] * num_return_sequences
+    assert torch.equal(got, expected), f"{family}: ours\n{got}\ntransformers\n{expected}"
+
+
+def test_sampling_num_return_sequences_matches_transformers(pair):
+    """do_sample with num_return_sequences=3: every input (T5: its encoder output) repeated 3 times, rows grouped
+    per input; with the global RNG seeded alike, the same draws as transformers."""
+    family, hf, ours = pair
+    ids, mask = prompts(batch=True)
+    kw = dict(max_new_tokens=NEW, do_sample=True, num_return_sequences=3, eos_token_id=frequent_token(hf, ids, mask),
+              pad_token_id=0)
+    torch.manual_seed(21)
+    expected = hf.generate(ids, attention_mask=mask, top_k=0, **kw)  # top_k=0: transformers' default would be 50
+    torch.manual_seed(21)
+    got = ours.generate(ids, attention_mask=mask, **kw)
+    assert torch.equal(got, expected), f"{family}: ours\n{got}\ntransformers\n{expected}"

@@ -181,3 +181,32 @@ def test_beam_sampling_same_draws_as_transformers(tiny):
     expected = hf.generate(ids, top_k=0, **kw)
     torch.manual_seed(5)
     assert torch.equal(ours.generate(ids, **kw), expected)
+
+
+def test_num_return_sequences_sampling_same_draws_as_transformers(tiny):
+    """num_return_sequences=3 repeats every input 3 times (rows grouped per input) and samples the rows
+    independently: with the global RNG seeded alike, the same draws as transformers, left padding included."""
+    hf, ours = tiny
+    ids = torch.randint(3, V, (2, 5), generator=torch.Generator().manual_seed(6))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0  # row 1 is left-padded
+    ids = ids.masked_fill(mask == 0, 0)
+    kw = dict(attention_mask=mask, max_new_tokens=12, do_sample=True, temperature=1.2, num_return_sequences=3,
+              eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(13)
+    expected = hf.generate(ids, top_k=0, **kw)  # (2 * 3, 5 + n)
+    torch.manual_seed(13)
+    got = ours.generate(ids, **kw)
+    assert got.shape[0] == 6 and not torch.equal(got[0], got[1]), "the copies of an input are sampled independently"
+    assert torch.equal(got, expected)
+
+
+def test_beam_sampling_num_return_sequences_same_draws_as_transformers(tiny):
+    hf, ours = tiny
+    ids = torch.randint(3, V, (2, 5), generator=torch.Generator().manual_seed(7))
+    kw = dict(max_new_tokens=8, do_sample=True, num_beams=3, num_return_sequences=2, temperature=0.8, eos_token_id=2,
+              pad_token_id=0)
+    torch.manual_seed(9)
+    expected = hf.generate(ids, top_k=0, **kw)
+    torch.manual_seed(9)
+    assert torch.equal(ours.generate(ids, **kw), expected)

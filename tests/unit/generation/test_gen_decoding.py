@@ -188,3 +188,54 @@ def test_t5_generate_starts_with_decoder_start_and_static_cache_agrees():
 def test_fused_activations_equal_the_written_out_ones(name):
     x = torch.linspace(-8, 8, 1001)
     torch.testing.assert_close(FUSED_ACTIVATIONS[name](x), ACTIVATIONS[name](x), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,arguments", [
+    (dict(do_sample=True, num_return_sequences=0), ["num_return_sequences"]),
+    (dict(do_sample=True, num_return_sequences=2.0), ["num_return_sequences"]),
+    (dict(do_sample=True, num_return_sequences="2"), ["num_return_sequences"]),
+    (dict(num_return_sequences=2), ["num_return_sequences", "do_sample"]),  # greedy has one answer, as transformers says
+    (dict(num_beams=3, num_return_sequences=4), ["num_return_sequences=4", "num_beams=3"]),
+    (dict(num_beams=2, do_sample=True, num_return_sequences=3), ["num_return_sequences=3", "num_beams=2"]),
+])
+def test_bad_num_return_sequences_raise_errors_naming_them(kwargs, arguments):
+    with pytest.raises(ValueError) as error:
+        gpt2().generate(PROMPT, max_new_tokens=5, **kwargs)
+    for argument in arguments:
+        assert argument in str(error.value)
+
+
+def test_streamer_needs_num_return_sequences_1():
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        gpt2().generate(PROMPT, max_new_tokens=3, do_sample=True, num_return_sequences=2,
+                        streamer=TextStreamer(Letters()))
+
+
+def test_beam_num_return_sequences_are_the_best_hypotheses_grouped_per_input():
+    model = gpt2()
+    ids = torch.tensor([[5, 9, 12, 7], [1, 2, 3, 4]])
+    kw = dict(max_new_tokens=8, num_beams=3, eos_token_id=[])
+    best = model.generate(ids, **kw)  # (2, 12)
+    out = model.generate(ids, num_return_sequences=3, **kw)  # (6, 12)
+    assert out.shape == (6, 12)
+    assert torch.equal(out[::3], best), "row b * R is input b's best hypothesis"
+    assert torch.equal(out[:, :4], ids.repeat_interleave(3, dim=0))
+    assert len({tuple(row) for row in out[:3].tolist()}) == 3, "an input's hypotheses differ"
+
+
+@pytest.mark.parametrize("family", ["gpt2", "t5"])
+def test_sampled_num_return_sequences_equal_the_inputs_repeated(family):
+    """R samples of every input are the rows of the input repeated R times (repeat_interleave), drawn alike."""
+    if family == "t5":
+        torch.manual_seed(0)
+        model = T5(T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=40, num_layers=2, num_heads=4,
+                            decoder_start_token_id=0)).eval()
+    else:
+        model = gpt2()
+    ids = torch.tensor([[5, 9, 12, 7], [0, 0, 3, 4]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    kw = dict(max_new_tokens=6, do_sample=True, eos_token_id=[])
+    out = model.generate(ids, mask, num_return_sequences=3, generator=torch.Generator().manual_seed(4), **kw)
+    repeated = model.generate(ids.repeat_interleave(3, dim=0), mask.repeat_interleave(3, dim=0),
+                              generator=torch.Generator().manual_seed(4), **kw)
+    assert out.shape[0] == 6 and torch.equal(out, repeated)
