@@ -24,14 +24,15 @@
 #    its size, 2 x layers x B x Hkv x S x D x bytes, for GPT-2 124M and Llama-3-8B;
 # 3. proves cached equals uncached on a tiny random GPT-2 built by transformers: the same tokens,
 #    and the same logits within 1e-5 at every step;
-# 4. measures the cost curve, time per token against position, and plots it;
+# 4. measures the cost curve, time per token against position, and plots it; then what limits a
+#    cached step: reading every weight once per token (the memory-bandwidth bound);
 # 5. turns logits into a choice: temperature, top-k, top-p on one logits vector; beam search;
 # 6. speeds up greedy decoding with a small draft model (speculative decoding).
 #
 # Shapes (see the notation page): B batch, T new tokens, S cached tokens, H heads, Hkv key/value
 # heads, D head size, C model width, V vocabulary.
 #
-# Nothing is downloaded. Run it with `python lesson.py` (about 11 s on a 2-core CPU); grade the
+# Nothing is downloaded. Run it with `python lesson.py` (about 15 s on a 2-core CPU); grade the
 # exercises with `minitransformer check 9`.
 
 # %%
@@ -277,6 +278,73 @@ except ImportError:
 # area under the red line grows with T^2, under the blue one with T. For GPT-2 124M at 512 tokens
 # the figures are in `docs/generation.md`: about 3x faster with the cache, the time per token within
 # 20% from token 16 to 512.
+#
+# ## 4b. What limits a cached step: reading the weights
+#
+# With the cache, a step multiplies every weight matrix by one vector: each weight is read from
+# memory once and used for one multiply-add. The processor could do far more arithmetic than that
+# in the time the read takes, so the step is *memory-bound*: it cannot take less than
+#
+#     bytes of weights read per token / read bandwidth of the machine
+#
+# which gives a ceiling on tokens per second, whatever the code around the matrices does. Here
+# a GPT-2 of width 768 with 4 layers and a 32k vocabulary (about 210 MB in fp32, more than this
+# CPU's caches hold) is timed three ways: the bound, from a bandwidth measured now; the 25
+# matrix-vector products of one token alone, back to back; and a whole cached decode step.
+
+# %%
+wide = GPT2(GPT2Config(vocab_size=32000, n_positions=64, n_embd=768, n_layer=4, n_head=12)).eval()
+weight_bytes = sum(p.numel() * p.element_size() for p in wide.parameters())
+weight_bytes -= wide.transformer.wpe.weight[1:].numel() * 4  # one row of the position table is read per token
+
+big = torch.ones(2**27)  # 512 MiB, far larger than any cache
+big.sum()
+start = time.perf_counter()
+big.sum().item()
+bandwidth = big.numel() * big.element_size() / (time.perf_counter() - start)  # bytes per second
+del big
+
+linears = [m for m in wide.modules() if isinstance(m, torch.nn.Linear)]  # q, k, v, o, fc, proj per layer + head
+vectors = {m.in_features: torch.randn(1, 1, m.in_features) for m in linears}  # (B=1, T=1, in)
+
+
+def best_of(fn, repeats: int = 5) -> float:
+    """Seconds of the fastest of ``repeats`` calls (the machine's hiccups only ever add time)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+with torch.no_grad():
+    matvecs = best_of(lambda: [torch.nn.functional.linear(vectors[m.in_features], m.weight, m.bias) for m in linears])
+    step_cache = DynamicCache(len(wide.transformer.h))
+    wide(torch.randint(0, 32000, (1, 16)), past_key_values=step_cache)  # a 16-token prompt
+    one_token = torch.randint(0, 32000, (1, 1))
+
+    def decode_one() -> None:
+        wide(one_token, past_key_values=step_cache, logits_to_keep=1)
+        step_cache.crop(16)  # forget it again: every timed step sees the same 16 cached tokens
+
+    step = best_of(decode_one)
+
+bound = weight_bytes / bandwidth
+print(f"weights read per token {weight_bytes / 1e6:.0f} MB, read bandwidth {bandwidth / 1e9:.1f} GB/s")
+print(f"{'bound (bytes / bandwidth)':28} {bound * 1e3:6.2f} ms per token")
+print(f"{'the matvecs alone':28} {matvecs * 1e3:6.2f} ms per token  ({bound / matvecs:.0%} of the bound's speed)")
+print(f"{'a whole cached step':28} {step * 1e3:6.2f} ms per token  ({bound / step:.0%} of the bound's speed)")
+
+# %% [markdown]
+# The matrix-vector products alone take about as long as the bound says (give or take what the
+# machine's other work does to its bandwidth), and the whole step only a little longer: the norms,
+# the attention over 16 cached tokens and the Python around them are small next to reading the
+# weights. That is why a from-scratch loop cannot be much faster than transformers' at batch 1:
+# both read the same bytes. For GPT-2 124M `scripts/bench_generation.py` prints the same
+# comparison (its "floor" line) beside transformers' speed; `docs/generation.md` has the figures.
+# What does help is reading the weights fewer times per token: batching many sequences, smaller
+# weights (chapter 12's quantization), or speculative decoding, next.
 #
 # ## 5. From logits to a token: temperature, top-k, top-p
 #
