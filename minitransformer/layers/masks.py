@@ -14,38 +14,31 @@ from __future__ import annotations
 import torch
 
 
-def causal_mask(query_length: int, key_length: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
-    """Bool (T, S): query ``i`` may see key ``j`` iff ``j <= i + (S - T)``.
+def causal_mask(query_length: int, key_length: int | None = None, device: torch.device | str | None = None,
+                past_length: int | torch.Tensor | None = None) -> torch.Tensor:
+    """Bool (T, S): query ``i``, at position ``past_length + i``, may see the keys at positions 0 .. past_length + i.
 
-    With ``S > T`` (a KV cache holding ``S - T`` earlier tokens) the queries are the last T positions.
+    ``past_length`` defaults to ``S - T``: with ``S > T`` (a KV cache holding ``S - T`` earlier tokens)
+    the queries are the last T positions. A static cache returns all its max_cache_len slots, and the
+    ones after the queries are not written yet: passing the queries' true first position hides them
+    too. It may be a (1,) tensor, so that a compiled decode step stays one graph as the position moves.
 
     Example:
         >>> causal_mask(3).int()
         tensor([[1, 0, 0],
                 [1, 1, 0],
                 [1, 1, 1]], dtype=torch.int32)
+        >>> causal_mask(1, 5, past_length=2).int()  # a static cache of 5 slots, the query in slot 2
+        tensor([[1, 1, 1, 0, 0]], dtype=torch.int32)
     """
     key_length = query_length if key_length is None else key_length
-    if key_length < query_length:
-        raise ValueError(f"key_length={key_length} must be >= query_length={query_length} for a causal mask")
-    offset = key_length - query_length
-    q = torch.arange(query_length, device=device)[:, None]  # (T, 1)
+    if past_length is None:
+        if key_length < query_length:
+            raise ValueError(f"key_length={key_length} must be >= query_length={query_length} for a causal mask")
+        past_length = key_length - query_length
+    q = torch.arange(query_length, device=device)[:, None] + past_length  # (T, 1) query positions
     k = torch.arange(key_length, device=device)[None, :]  # (1, S)
-    return k <= q + offset  # (T, S)
-
-
-def causal_mask_at(query_length: int, key_length: int, past_length: int | torch.Tensor,
-                   device: torch.device | str | None = None) -> torch.Tensor:
-    """Bool (T, S): query i, at position ``past_length + i``, sees the keys at positions 0 .. past_length + i.
-
-    :func:`causal_mask` puts the T queries at the end of the S keys, which is where a dynamic cache
-    has them. A static cache returns all its max_cache_len slots, and those after the queries are not
-    written yet: counting from the queries' true positions hides them too. ``past_length`` may be a
-    (1,) tensor, so that a compiled decode step stays one graph as the position moves.
-    """
-    query_position = torch.arange(query_length, device=device)[:, None] + past_length  # (T, 1)
-    key_position = torch.arange(key_length, device=device)[None, :]  # (1, S)
-    return key_position <= query_position  # (T, S)
+    return k <= q  # (T, S)
 
 
 def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ from minitransformer.generation.cache import EncoderDecoderCache, StaticCache
 from minitransformer.layers.attention import MultiHeadAttention
 from minitransformer.layers.blocks import DecoderBlock, EncoderBlock
 from minitransformer.layers.embeddings import TokenEmbedding
-from minitransformer.layers.masks import causal_mask_at, padding_mask, to_additive
+from minitransformer.layers.masks import causal_mask, padding_mask, to_additive
 from minitransformer.layers.mlp import MLP, GatedMLP, get_activation
 from minitransformer.layers.norms import RMSNorm
 from minitransformer.layers.relative_position import RelativePositionBias
@@ -228,7 +228,7 @@ class T5Stack(nn.Module):
         # Queries are at their true positions past_length + i, also among a static cache's S slots.
         bias = self.relative_position_bias(T, S, past_length)  # (1, H, T, S)
         if self.is_decoder:
-            allowed = causal_mask_at(T, S, past_length, device)[None, None]  # (1, 1, T, S)
+            allowed = causal_mask(T, S, device, past_length=past_length)[None, None]  # (1, 1, T, S)
             if attention_mask is not None:
                 if attention_mask.shape[1] < S:  # a static cache's slots not written yet: padding
                     attention_mask = F.pad(attention_mask, (0, S - attention_mask.shape[1]))  # (B, S)

@@ -40,12 +40,10 @@ def test_additive_form_is_finite():
     assert to_additive(torch.tensor([False]), torch.bfloat16).dtype == torch.bfloat16
 
 
-def test_causal_mask_at_equals_causal_mask_for_a_dynamic_cache_and_hides_unwritten_static_slots():
-    from minitransformer.layers.masks import causal_mask_at
-
-    # Dynamic cache: the 2 queries are the last of 5 keys (3 cached), as causal_mask places them.
-    assert torch.equal(causal_mask_at(2, 5, 3), causal_mask(2, 5))
+def test_causal_mask_past_length_defaults_to_bottom_right_and_hides_unwritten_static_slots():
+    # Dynamic cache: the 2 queries are the last of 5 keys (3 cached), the default alignment.
+    assert torch.equal(causal_mask(2, 5, past_length=3), causal_mask(2, 5))
     # Static cache of 8 slots, 3 written, one new query at slot 3: slots 0..3 visible, 4..7 not written yet.
     expected = torch.tensor([[True, True, True, True, False, False, False, False]])
-    assert torch.equal(causal_mask_at(1, 8, 3), expected)
-    assert torch.equal(causal_mask_at(1, 8, torch.tensor([3])), expected)  # a tensor position, as compiled steps pass
+    assert torch.equal(causal_mask(1, 8, past_length=3), expected)
+    assert torch.equal(causal_mask(1, 8, past_length=torch.tensor([3])), expected)  # a tensor, as compiled steps pass
