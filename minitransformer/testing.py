@@ -6,13 +6,25 @@ Every comparison in the tests, the parity suite and the chapter checks takes its
 
 The numbers are *max abs diff* bounds (``atol``) plus a relative part (``rtol``), checked as
 ``|actual - expected| <= atol + rtol * |expected|`` elementwise, as ``torch.testing`` does.
+
+``atol`` is stated for values of size 1. Rounding errors are a few ulps *of the numbers summed*,
+so a tensor whose values are much larger (T5's logits, with no attention scaling and an untied head)
+is compared with ``relative_to_max=True``: the bound becomes ``atol * max(1, max|expected|)``, the
+same number of ulps at the values' own size. The element's own size (``rtol``) is not the right
+measure: a logit near 0 computed from terms of size 30 carries the error of size-30 sums.
+
+:func:`seed_weights` gives a model weights drawn from its own seeded generator, so that a test does
+not depend on how the reference library happens to initialise a model (which changes between
+releases).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -67,11 +79,14 @@ def assert_close(
     device: str | torch.device | None = None,
     atol: float | None = None,
     rtol: float | None = None,
+    relative_to_max: bool = False,
     what: str = "tensor",
 ) -> None:
     """Assert two tensors agree under the policy for ``dtype``/``device`` (defaults: ``actual``'s).
 
-    The error names ``what``, the shapes, the max abs diff and the bound it broke.
+    ``relative_to_max``: scale ``atol`` by ``max(1, max|expected|)``, for tensors of large values
+    (see the module docstring). The error names ``what``, the shapes, the max abs diff and the bound
+    it broke.
     """
     if tuple(actual.shape) != tuple(expected.shape):
         raise AssertionError(f"{what}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
@@ -79,6 +94,9 @@ def assert_close(
     atol = tol.atol if atol is None else atol
     rtol = tol.rtol if rtol is None else rtol
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    if relative_to_max:
+        finite = e[torch.isfinite(e)]
+        atol *= max(1.0, finite.abs().max().item() if finite.numel() else 1.0)
     if torch.isnan(a).any() != torch.isnan(e).any() or not torch.equal(torch.isnan(a), torch.isnan(e)):
         raise AssertionError(f"{what}: NaN pattern differs ({int(torch.isnan(a).sum())} NaN in actual, "
                              f"{int(torch.isnan(e).sum())} expected)")
@@ -91,3 +109,31 @@ def assert_close(
             f"({int((~ok).sum())} of {ok.numel()} elements); first at index {idx}: "
             f"actual {a[idx].item():.6g}, expected {e[idx].item():.6g}"
         )
+
+
+def seed_weights(model: nn.Module, seed: int = 0, std: float = 0.2, norm_std: float = 0.2) -> nn.Module:
+    """Overwrite every parameter of ``model`` with seeded random values, in place; returns ``model``.
+
+    Matrices (and biases) get N(0, ``std``); 1-D ``weight`` parameters, the norms' gains, get
+    1 + N(0, ``norm_std``), so that a swapped or missing norm shows. Each parameter draws from its own
+    generator, seeded by ``seed`` and the parameter's name: the values depend on neither the order in
+    which a library registers its modules nor its own initialisation, so a test that builds a model
+    with a reference library (transformers) tests the same weights on every release. Tied parameters
+    stay tied (they are one tensor, written once).
+
+    Example:
+        >>> a = seed_weights(nn.Linear(3, 2), seed=1)
+        >>> b = seed_weights(nn.Linear(3, 2), seed=1)
+        >>> torch.equal(a.weight, b.weight)
+        True
+    """
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+            values = torch.randn(p.shape, generator=generator, dtype=torch.float32)
+            if p.dim() == 1 and name.endswith("weight"):
+                values = 1.0 + norm_std * values
+            else:
+                values = std * values
+            p.copy_(values.to(p.dtype))
+    return model

@@ -9,7 +9,8 @@ The algorithm, its tie-breaking and its stopping rule are those of transformers'
 so that outputs are token-identical:
 
 - 2K candidates are kept per step (more with several EOS ids), so that K of them are still running
-  even when the best K all finish;
+  even when the best K all finish; with sampling they are drawn without replacement, then sorted
+  best first like the top-k ones;
 - only candidates among the best K may finish;
 - ``early_stopping``: True stops an input as soon as it has K finished hypotheses; False stops it when
   the best running beam, at its current length, cannot beat the worst finished one; "never" assumes
@@ -74,7 +75,10 @@ def beam_search(session, tokens: torch.Tensor, prompt_length: int, cfg, generato
         # 1. The N best continuations over all beams (or N drawn without replacement when sampling).
         if cfg.do_sample:
             index = torch.multinomial(scores.softmax(dim=-1), N, generator=generator)  # (B, N)
-            cand_scores = scores.gather(1, index)
+            # Best first, as topk orders them: "among the best K" and the beams' order then mean
+            # the same as without sampling (transformers sorts its draws too, since 5.24).
+            cand_scores, order = scores.gather(1, index).sort(dim=-1, descending=True)  # (B, N)
+            index = index.gather(1, order)
         else:
             cand_scores, index = torch.topk(scores, N)  # (B, N)
         cand_beam, cand_token = index // V, index % V  # which beam it extends, with which token

@@ -172,7 +172,11 @@ def test_seeded_sampling_is_reproducible(tiny):
 
 
 def test_beam_sampling_same_draws_as_transformers(tiny):
-    """Beam search with do_sample draws its 2K candidates without replacement, as transformers does."""
+    """Beam search with do_sample draws its 2K candidates without replacement, as transformers does.
+
+    The reference changed in transformers 5.24: it now sorts the drawn candidates best first before
+    choosing which continue and which may finish (5.23 kept the order of the draws). The order decides
+    the beams' order, and so the next step's draw: one token differed until we sorted them too."""
     hf, ours = tiny
     ids = torch.randint(3, V, (2, 5), generator=torch.Generator().manual_seed(4))
     kw = dict(max_new_tokens=8, do_sample=True, num_beams=3, temperature=0.8, top_p=0.9, eos_token_id=2,
@@ -202,6 +206,7 @@ def test_num_return_sequences_sampling_same_draws_as_transformers(tiny):
 
 
 def test_beam_sampling_num_return_sequences_same_draws_as_transformers(tiny):
+    """As above with 2 of the 3 beams returned: the draws sorted best first, as since transformers 5.24."""
     hf, ours = tiny
     ids = torch.randint(3, V, (2, 5), generator=torch.Generator().manual_seed(7))
     kw = dict(max_new_tokens=8, do_sample=True, num_beams=3, num_return_sequences=2, temperature=0.8, eos_token_id=2,
