@@ -21,6 +21,7 @@ releases).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -111,11 +112,13 @@ def assert_close(
         )
 
 
-def seed_weights(model: nn.Module, seed: int = 0, std: float = 0.2, norm_std: float = 0.2) -> nn.Module:
+def seed_weights(model: nn.Module, seed: int = 0, std: float | Callable[[str], float] = 0.2,
+                 norm_std: float = 0.2) -> nn.Module:
     """Overwrite every parameter of ``model`` with seeded random values, in place; returns ``model``.
 
-    Matrices (and biases) get N(0, ``std``); 1-D ``weight`` parameters, the norms' gains, get
-    1 + N(0, ``norm_std``), so that a swapped or missing norm shows. Each parameter draws from its own
+    Matrices (and biases) get N(0, ``std``), or N(0, ``std(name)``) where a family needs a scale per
+    parameter (T5 has no attention scaling: its init scales the projections instead); 1-D ``weight``
+    parameters, the norms' gains, get 1 + N(0, ``norm_std``), so that a swapped or missing norm shows. Each parameter draws from its own
     generator, seeded by ``seed`` and the parameter's name: the values depend on neither the order in
     which a library registers its modules nor its own initialisation, so a test that builds a model
     with a reference library (transformers) tests the same weights on every release. Tied parameters
@@ -134,6 +137,6 @@ def seed_weights(model: nn.Module, seed: int = 0, std: float = 0.2, norm_std: fl
             if p.dim() == 1 and name.endswith("weight"):
                 values = 1.0 + norm_std * values
             else:
-                values = std * values
+                values = (std(name) if callable(std) else std) * values
             p.copy_(values.to(p.dtype))
     return model

@@ -19,6 +19,7 @@ from minitransformer.generation.logits import (  # noqa: E402
     apply_top_p,
     process_logits,
 )
+from minitransformer.testing import seed_weights  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -89,12 +90,11 @@ def test_processing_chain_equals_transformers():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    torch.manual_seed(0)
     directory = tmp_path_factory.mktemp("llama")
     config = transformers.LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=48,
-                                      initializer_range=0.2, bos_token_id=1, eos_token_id=2)
-    transformers.LlamaForCausalLM(config).save_pretrained(directory)
+                                      bos_token_id=1, eos_token_id=2)
+    seed_weights(transformers.LlamaForCausalLM(config), seed=0, std=0.2).save_pretrained(directory)  # our weights
     hf = transformers.LlamaForCausalLM.from_pretrained(directory, attn_implementation="eager").eval()
     return hf, minitransformer.from_pretrained(directory)
 
