@@ -15,16 +15,15 @@ from safetensors.torch import save_file
 transformers = pytest.importorskip("transformers")
 
 import minitransformer  # noqa: E402
-from minitransformer.testing import assert_close  # noqa: E402
+from minitransformer.testing import assert_close, seed_weights  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
 
 def test_gamma_beta_names_load(tmp_path):
-    torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                      intermediate_size=37, max_position_embeddings=24)
-    hf = transformers.BertModel(config).eval()
+    hf = seed_weights(transformers.BertModel(config), seed=0, std=0.1).eval()  # gamma != 1, beta != 0
     legacy = {name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"):
               t.contiguous() for name, t in hf.state_dict().items()}
     assert sum(".gamma" in n for n in legacy) == 1 + 2 * config.num_hidden_layers  # embeddings + 2 per layer

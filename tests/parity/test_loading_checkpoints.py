@@ -17,25 +17,25 @@ transformers = pytest.importorskip("transformers")
 
 from minitransformer.loading import LoadingError, from_pretrained, save_pretrained  # noqa: E402
 from minitransformer.models import GPT2, Llama  # noqa: E402
-from minitransformer.testing import assert_close  # noqa: E402
+from minitransformer.testing import assert_close, seed_weights  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
 
 def hf_gpt2(seed=0, **overrides):
-    torch.manual_seed(seed)
+    """A tiny GPT2LMHeadModel with the test's own seeded weights (not transformers' init)."""
     kwargs = dict(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
     kwargs.update(overrides)
-    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**kwargs)).eval()
+    return seed_weights(transformers.GPT2LMHeadModel(transformers.GPT2Config(**kwargs)), seed, std=0.1).eval()
 
 
 def hf_llama(seed=0, **overrides):
-    torch.manual_seed(seed)
+    """A tiny LlamaForCausalLM (GQA) with the test's own seeded weights."""
     kwargs = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=64, bos_token_id=0, eos_token_id=0,
                   initializer_range=0.1)
     kwargs.update(overrides)
-    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**kwargs)).eval()
+    return seed_weights(transformers.LlamaForCausalLM(transformers.LlamaConfig(**kwargs)), seed, std=0.1).eval()
 
 
 IDS = torch.tensor([[1, 5, 9, 2, 33, 7], [4, 4, 60, 3, 2, 1]])

@@ -14,7 +14,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from minitransformer.loading import from_pretrained, save_pretrained  # noqa: E402
-from minitransformer.testing import assert_close  # noqa: E402
+from minitransformer.testing import assert_close, seed_weights  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -23,10 +23,9 @@ IDS = torch.tensor([[1, 5, 9, 2, 33, 7], [4, 4, 60, 3, 2, 1]])
 
 @pytest.fixture
 def ours(tmp_path):
-    torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=4,
                                      bos_token_id=0, eos_token_id=0)
-    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hf")
+    seed_weights(transformers.GPT2LMHeadModel(config), seed=0, std=0.1).save_pretrained(tmp_path / "hf")
     return from_pretrained(tmp_path / "hf")
 
 
