@@ -26,7 +26,9 @@
 # 3. explains the two layout changes the loader makes: the Conv1D transpose and the `c_attn` split;
 # 4. writes greedy generation as a ten-line loop and compares it, token for token, with
 #    transformers' `generate(do_sample=False)`;
-# 5. puts text in and gets text out, with a BPE tokenizer trained here on a built-in text.
+# 5. shows the pitfall of a left-padded batch: the forward does not count positions from the mask,
+#    `generate` does;
+# 6. puts text in and gets text out, with a BPE tokenizer trained here on a built-in text.
 #
 # Shapes (see the notation page): B batch, T sequence length, C model width (`n_embd`), H heads,
 # V vocabulary, P positions (`n_positions`).
@@ -46,6 +48,7 @@ from safetensors import safe_open
 import minitransformer
 from minitransformer.loading import empty_weights
 from minitransformer.models import GPT2, GPT2Config
+from minitransformer.models.base import positions_from_attention_mask
 from minitransformer.testing import max_abs_diff
 from minitransformer.tokenizers import BPETokenizer
 
@@ -199,7 +202,55 @@ print("transformers:", hf_out[0].tolist())
 print("token for token equal:", torch.equal(ours_out, hf_out))
 
 # %% [markdown]
-# ## 5. Text in, text out
+# ## 5. A left-padded batch: the positions come from you, not from the mask
+#
+# Prompts of different lengths share a batch by padding. For generation the padding goes on the left,
+# so that every row ends with a real token, and the attention mask keeps the padding out of attention.
+# The positions are another matter. A forward given no `position_ids` numbers the slots 0 .. T-1,
+# whatever the mask says, so a row with 3 pads has its first real token at position 3, not 0, and
+# GPT-2 adds the learned vector of position 3 to it: its logits are not those of the row run alone.
+#
+# That is what transformers' forward does, and ours follows it. A forward cannot tell left padding
+# from right padding or from a mask with holes, and with a cache it counts on from the cache length,
+# nothing else. `generate` knows that its prompts are left-padded, and passes positions that count
+# real tokens only: `attention_mask.cumsum(-1) - 1`, padding set to 0
+# (`minitransformer.models.base.positions_from_attention_mask`). Pass the same to a forward of your own.
+
+# %%
+row = torch.tensor([[11, 12, 13, 14]])
+batch = torch.tensor([[0, 0, 0, 11, 12, 13, 14],  # the same row behind 3 pads
+                      [21, 22, 23, 24, 25, 26, 27]])
+mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]])
+positions = positions_from_attention_mask(mask, 7, mask.device)  # (B, T)
+print("positions by default:", list(range(7)), "  from the mask:", positions[0].tolist())
+with torch.no_grad():
+    alone = ours(row).logits[0]  # (4, V)
+    by_default = ours(batch, attention_mask=mask).logits[0, 3:]  # (4, V): row 0's real tokens
+    from_mask = ours(batch, attention_mask=mask, position_ids=positions).logits[0, 3:]
+    hf_by_default = hf_model(batch, attention_mask=mask).logits[0, 3:]
+print("the first 3 logits of each real token of row 0:")
+print("token  " + "   ".join(f"{name:26}" for name in ("alone", "padded, default positions", "padded, mask positions")))
+for t, token in enumerate(row[0].tolist()):
+    cells = [" ".join(f"{v:6.2f}" for v in logits[t, :3].tolist()) for logits in (alone, by_default, from_mask)]
+    print(f"{token:5}  " + "   ".join(f"{c:26}" for c in cells))
+print(f"max abs diff vs the row alone: default positions {max_abs_diff(by_default, alone):.2f}, "
+      f"positions from the mask {max_abs_diff(from_mask, alone):.1e}")
+print(f"transformers' forward, default positions, vs ours: {max_abs_diff(hf_by_default, by_default):.1e}")
+
+# %% [markdown]
+# `generate` passes the positions from the mask, so the padded row generates what the row alone does,
+# in transformers and in ours.
+
+# %%
+with torch.no_grad():
+    ours_batch = ours.generate(batch, attention_mask=mask, max_new_tokens=6)
+    ours_alone = ours.generate(row, max_new_tokens=6)
+    hf_batch = hf_model.generate(batch, attention_mask=mask, max_new_tokens=6, do_sample=False)
+print("row alone     :", ours_alone[0, 4:].tolist())
+print("padded, ours  :", ours_batch[0, 7:].tolist(), " transformers:", hf_batch[0, 7:].tolist())
+
+# %% [markdown]
+# ## 6. Text in, text out
 #
 # Token ids are not text. Chapter 1 trained byte-level BPE; here `BPETokenizer.train` learns a small
 # vocabulary from a built-in text, a tiny GPT-2 with that vocabulary is trained for a few seconds to

@@ -11,6 +11,7 @@ import torch
 import minitransformer
 from minitransformer.exercises import expect_close, expect_equal, expect_shape
 from minitransformer.models import GPT2, GPT2Config, Llama, LlamaConfig
+from minitransformer.models.base import positions_from_attention_mask
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -164,7 +165,8 @@ def test_9_3_left_padded_batch_equals_each_row_alone(ex, hf, ours):
     mask = torch.cat([torch.cat([torch.zeros(1, P - r.shape[1], dtype=torch.long), torch.ones_like(r)], dim=1)
                       for r in rows])  # (3, 6), left padding
     with torch.no_grad():
-        out = ours(ids, attention_mask=mask, use_cache=True)  # prefill: the model counts positions itself
+        positions = positions_from_attention_mask(mask, P, mask.device)  # a forward does not count them itself
+        out = ours(ids, attention_mask=mask, position_ids=positions, use_cache=True)  # prefill
         cache, tokens = out.past_key_values, ids
         for _ in range(new):
             next_id = out.logits[:, -1].argmax(dim=-1, keepdim=True)  # (3, 1)

@@ -83,7 +83,10 @@ class GenerationMixin:
         Args:
             input_ids: (B, P) prompt ids (T5: the encoder input).
             attention_mask: (B, P) 1 for tokens, 0 for padding. Pad decoder-only prompts on the left:
-                each row then equals that row generated alone.
+                each row then equals that row generated alone (the positions count real tokens only,
+                as in transformers' generate; a forward without ``position_ids`` would not). Without
+                one, a decoder-only prompt's ``pad_token_id`` tokens are padding, unless that id is
+                also an EOS id (see :func:`mask_from_padding`).
             max_new_tokens: how many tokens to add at most. Prompt + max_new_tokens must fit the model's
                 context (``n_positions`` / ``max_position_embeddings``), or a ValueError says so.
             do_sample: sample from the processed distribution instead of taking the argmax.
@@ -130,6 +133,8 @@ class GenerationMixin:
             early_stopping=early_stopping, eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=use_cache,
             cache_implementation=cache_implementation, compile=compile,
         )
+        if attention_mask is None and not encoder_decoder:
+            attention_mask = mask_from_padding(input_ids, cfg.pad_token_id, cfg.eos_token_id)
         if streamer is not None and (B > 1 or cfg.num_beams > 1 or cfg.num_return_sequences > 1):
             raise ValueError("streamer works with one sequence: batch size 1, num_beams=1 and num_return_sequences=1, "
                              f"got batch size {B}, num_beams={cfg.num_beams}, "
@@ -217,6 +222,24 @@ def check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected the shape of "
                          f"input_ids {tuple(input_ids.shape)}")
+
+
+def mask_from_padding(input_ids: torch.Tensor, pad_token_id: int | None,
+                      eos_token_id: list[int]) -> torch.Tensor | None:
+    """The prompt's (B, P) mask when none is given, as transformers' generate reads it; None: no padding.
+
+    A token equal to ``pad_token_id`` is padding (0), unless that id is also an EOS id: then it may
+    be a real end of text, and every token counts (transformers'
+    ``_prepare_attention_mask_for_generation``). The mask then sets the positions too.
+
+    Example:
+        >>> mask_from_padding(torch.tensor([[0, 0, 5, 6], [3, 4, 5, 6]]), pad_token_id=0, eos_token_id=[2])
+        tensor([[0, 0, 1, 1],
+                [1, 1, 1, 1]])
+    """
+    if pad_token_id is None or pad_token_id in eos_token_id or not bool((input_ids == pad_token_id).any()):
+        return None
+    return (input_ids != pad_token_id).long()  # (B, P)
 
 
 def context_length(config) -> int | None:

@@ -8,7 +8,8 @@ so far; L = prompt length + max_new_tokens. A session owns what the steps share:
                           tokens[:, :pos] again (the O(T^2) way); logits of the next token (B, V)
 
 Everything that does not change during a generation is built once, before the first step, and
-each step takes a slice of it: the (B, 1, L, L) attention mask, the (B, L) positions, the cache.
+each step takes a slice of it: the (B, 1, L, L) attention mask, the (B, L) positions (counting real
+tokens only, as transformers' ``generate`` passes them: see :func:`generation_positions`), the cache.
 
 Shapes: B batch (times the beams in beam search), L buffer length, V vocabulary.
 """
@@ -60,7 +61,7 @@ class DecoderOnlySession:
         key_mask = torch.ones(B, L, dtype=torch.long, device=device)  # (B, L)
         if prompt_mask is not None:
             key_mask[:, :prompt_length] = prompt_mask
-        self.positions = (key_mask.cumsum(-1) - 1).clamp(min=0)  # (B, L), counting real tokens only
+        self.positions = generation_positions(prompt_mask, B, prompt_length, L, device)  # (B, L)
         allowed = model.attention_mask(key_mask, L, device=device)  # (B, 1, L, L) bool (+ Mistral's window)
         # Additive (0 / most negative), made once: attention adds a float mask as it is, while a bool one
         # is converted and checked for fully masked rows at every layer of every step. Only padding
@@ -191,6 +192,31 @@ class EncoderDecoderSession:
         if self.cache is not None:
             self.cache.self_attention.reorder(index)
             # The cross-attention keys and values are the same for every beam of an input: no move needed.
+
+
+def generation_positions(prompt_mask: torch.Tensor | None, batch_size: int, prompt_length: int,
+                         total_length: int, device: torch.device) -> torch.Tensor:
+    """The position of every buffer slot (B, L), as transformers' ``generate`` passes them.
+
+    A model's forward counts positions from the cache length whatever the mask says; ``generate``
+    knows the prompt is left-padded and passes positions that count real tokens only, so that each row
+    equals that row generated alone. transformers computes them once from the prompt's mask
+    (``_prepare_position_ids_for_generation``: ``cumsum - 1``, padding set to 0), then gives each new
+    token the last position plus one (``_update_model_kwargs_for_generation``). With left padding that
+    is the count of real tokens before each slot; with padding elsewhere in a prompt (on the right, or
+    holes), the new tokens continue from the last prompt slot's position, 0 if that slot is padding.
+
+    Example:
+        >>> generation_positions(torch.tensor([[0, 1, 1], [1, 1, 0]]), 2, 3, 5, "cpu")
+        tensor([[0, 0, 1, 2, 3],
+                [0, 1, 0, 1, 2]])
+    """
+    # imported here, not at the top: the models import generation (GenerationMixin)
+    from minitransformer.models.base import positions_from_attention_mask
+
+    prompt = positions_from_attention_mask(prompt_mask, prompt_length, device).expand(batch_size, -1)  # (B, P)
+    steps = torch.arange(1, total_length - prompt_length + 1, device=device)  # (L - P,)
+    return torch.cat([prompt, prompt[:, -1:] + steps], dim=1)  # (B, L)
 
 
 def model_layers(model) -> list:

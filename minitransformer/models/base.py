@@ -72,10 +72,45 @@ def positions_from_attention_mask(attention_mask: torch.Tensor | None, seq_len: 
 
     With left padding ``[pad, pad, a, b]`` the positions are ``[0, 0, 0, 1]``: ``a`` is at position
     0 as it would be alone, which is what makes a padded batch equal its sequences run one by one.
+    Padding gets position 0, as in transformers' ``generate`` (``_prepare_position_ids_for_generation``:
+    ``cumsum(-1) - 1``, then ``masked_fill(attention_mask == 0, 0)``).
+
+    This is what ``generate`` passes, not what a forward infers: a forward without ``position_ids``
+    counts from the cache length (:func:`default_position_ids`), as transformers' forward does.
     """
     if attention_mask is None:
         return torch.arange(seq_len, device=device)[None]  # (1, T)
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    positions = attention_mask.long().cumsum(-1) - 1  # (B, T), -1 before a row's first real token
+    return positions.masked_fill(attention_mask == 0, 0)
+
+
+def default_position_ids(past_length: int, seq_len: int, device: torch.device) -> torch.Tensor:
+    """The positions a forward uses when it is given none: (1, T), ``past_length .. past_length + T - 1``.
+
+    This ignores the attention mask, as transformers' forward does (GPT-2, LLaMA, BERT): a left-padded
+    row's first real token is then at position ``number of pads``, not 0, and its logits differ from the
+    row run alone (GPT-2's learned positions show it at once; LLaMA's RoPE only looks at differences of
+    positions, so its real tokens hide it). Inferring positions from the mask is left to ``generate``,
+    which knows that the padding is on the left and passes :func:`positions_from_attention_mask`; a forward
+    cannot tell left padding from a mask with another meaning. To run a left-padded batch as its rows
+    alone, pass ``position_ids=positions_from_attention_mask(attention_mask, T, device)``.
+    """
+    return torch.arange(past_length, past_length + seq_len, device=device)[None]  # (1, T)
+
+
+def packed_sequence_mask(position_ids: torch.Tensor) -> torch.Tensor | None:
+    """Bool (B, 1, T, T), True where query and key belong to the same packed sequence; None if none is.
+
+    Several sequences packed into one row, without padding between them, are told apart by their
+    positions alone: a new sequence starts wherever a position is not the previous one plus 1
+    (``[0, 1, 2, 0, 1]`` holds two). transformers' ``find_packed_sequence_indices`` reads them so when a
+    forward has position_ids, no attention mask and no cache; this is the same rule.
+    """
+    previous = torch.cat([position_ids[:, :1] - 1, position_ids[:, :-1]], dim=-1)  # (B, T)
+    sequence = (position_ids - previous != 1).cumsum(-1)  # (B, T): 0 for the first sequence, 1 for the next...
+    if not torch.compiler.is_compiling() and not bool((sequence[:, -1] != 0).any()):
+        return None  # one sequence per row (reading a value would split a compiled graph: skip it there)
+    return sequence[:, None, :, None] == sequence[:, None, None, :]  # (B, 1, T, T)
 
 
 def prepare_causal_inputs(
@@ -83,7 +118,7 @@ def prepare_causal_inputs(
     attention_mask: torch.Tensor | None,
     position_ids: torch.Tensor | None,
     past_key_values,
-    use_cache: bool,
+    use_cache: bool | None,
     num_layers: int,
     build_mask: Callable[[torch.Tensor | None, int, int, torch.device], torch.Tensor],
 ):
@@ -93,7 +128,14 @@ def prepare_causal_inputs(
         input_ids: (B, T), the tokens the cache does not hold yet.
         attention_mask: HF's 0/1 (B, S_past + T), or a ready bool mask (B|1, 1, T, S) (``generate``
             builds one per generation and slices it; ``position_ids`` must then be given).
-        past_key_values: a KV cache or None; with ``use_cache`` and None, a new :class:`DynamicCache`.
+        position_ids: (B|1, T); None: ``S_past .. S_past + T - 1`` whatever the mask says, as in
+            transformers (see :func:`default_position_ids`).
+        past_key_values: a KV cache or None; with ``use_cache=True`` and None, a new :class:`DynamicCache`.
+        use_cache: True starts a cache. False: no cache, and ``position_ids`` given with no mask are read
+            as packed sequences (see :func:`packed_sequence_mask`), as transformers reads them when it
+            runs without a cache. None (the forwards' default): no cache either, but no packing, as
+            transformers' default, which keeps a cache (``config.use_cache=True``) and with it never
+            reads packing.
         build_mask: the family's mask, ``(attention_mask, T, S, device) -> (B|1, 1, T, S)`` bool.
 
     Returns:
@@ -109,9 +151,13 @@ def prepare_causal_inputs(
             raise ValueError("a 4-D attention_mask needs position_ids (B, T) too")
         return past_key_values, attention_mask, position_ids
     past = 0 if past_key_values is None else past_key_values.get_seq_length()
-    if position_ids is None:
-        position_ids = positions_from_attention_mask(attention_mask, past + T, input_ids.device)[:, past:]  # (B|1, T)
     mask = build_mask(attention_mask, T, past + T, input_ids.device)  # (B|1, 1, T, S_past + T)
+    if position_ids is None:
+        position_ids = default_position_ids(past, T, input_ids.device)  # (1, T)
+    elif attention_mask is None and past_key_values is None and use_cache is False:
+        packed = packed_sequence_mask(position_ids)  # (B|1, 1, T, T) or None
+        if packed is not None:
+            mask = mask & packed  # (B|1, 1, T, T)
     return past_key_values, mask_for_cache(mask, past_key_values), position_ids
 
 

@@ -130,21 +130,25 @@ class BertEmbeddings(nn.Module):
         self.norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``position_ids`` (B, T) or (1, T); default 0 .. T-1 in every row, padding or not, as in
+        transformers: BERT's padding is on the right, where it moves no real token."""
         B, T = input_ids.shape
-        if T > self.max_position_embeddings:
-            raise ValueError(
-                f"input has {T} tokens but BERT's max_position_embeddings={self.max_position_embeddings}: "
-                f"truncate the input to at most {self.max_position_embeddings} tokens"
-            )
+        if position_ids is None:
+            if T > self.max_position_embeddings:
+                raise ValueError(
+                    f"input has {T} tokens but BERT's max_position_embeddings={self.max_position_embeddings}: "
+                    f"truncate the input to at most {self.max_position_embeddings} tokens"
+                )
+            position_ids = torch.arange(T, device=input_ids.device)[None]  # (1, T)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)  # every token in segment A
         if token_type_ids.shape != input_ids.shape:
             raise ValueError(f"token_type_ids {tuple(token_type_ids.shape)} must have the shape of input_ids {(B, T)}")
         check_token_ids(token_type_ids, self.type_vocab_size, name="token_type_ids")
-        position_ids = torch.arange(T, device=input_ids.device)  # (T,)
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)  # (B, T, C)
-        x = x + self.position_embeddings(position_ids)  # (T, C) broadcast over B
+        x = x + self.position_embeddings(position_ids)  # (B|1, T, C) broadcast over B
         return self.dropout(self.norm(x))
 
 
@@ -215,11 +219,12 @@ class BERT(_BertPreTrained):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> ModelOutput:
+                output_attentions: bool = False, position_ids: torch.Tensor | None = None) -> ModelOutput:
         """Args:
             input_ids: (B, T) token ids.
             attention_mask: (B, T), 1 for tokens and 0 for padding; padded keys are never attended to.
             token_type_ids: (B, T) segment ids (0 for sentence A, 1 for B); default all 0.
+            position_ids: (B, T) or (1, T); default 0 .. T-1, whatever the mask says, as in transformers.
             output_hidden_states: also return the embedding output and every layer's output.
             output_attentions: also return every layer's attention probabilities (B, H, T, T).
 
@@ -230,7 +235,7 @@ class BERT(_BertPreTrained):
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
         mask = None if attention_mask is None else padding_mask(attention_mask.to(input_ids.device))  # (B, 1, 1, T)
-        x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
+        x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, C)
         hidden_states, attentions = [x], []
         for layer in self.layers:
             x, weights = layer(x, attn_mask=mask, output_attentions=output_attentions)
@@ -279,10 +284,18 @@ class BertForMaskedLM(_BertPreTrained):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> ModelOutput:
-        """Same arguments as :meth:`BERT.forward`; adds ``logits`` (B, T, V)."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+                output_attentions: bool = False, position_ids: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> ModelOutput:
+        """Same arguments as :meth:`BERT.forward`; adds ``logits`` (B, T, V).
+
+        ``labels`` (B, T): the token to predict at each position, -100 where nothing is scored (the
+        tokens that were not masked); ``loss`` is their mean cross-entropy, as in transformers.
+        """
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                        position_ids)
         out.logits = self.mlm_head(out.last_hidden_state, self.bert.embeddings.word_embeddings.weight)
+        if labels is not None:
+            out.loss = F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
         return out
 
 
@@ -300,9 +313,38 @@ class BertForSequenceClassification(_BertPreTrained):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> ModelOutput:
-        """Same arguments as :meth:`BERT.forward`; adds ``logits`` (B, num_labels)."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+                output_attentions: bool = False, position_ids: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> ModelOutput:
+        """Same arguments as :meth:`BERT.forward`; adds ``logits`` (B, num_labels).
+
+        ``labels``: (B,) class ids, or (B,) / (B, num_labels) floats; ``loss`` as transformers picks it
+        (its ``problem_type``, read from the config or guessed the same way): mean squared error for
+        one label (regression), cross-entropy for integer labels, binary cross-entropy on each label
+        for float ones (multi-label).
+        """
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                        position_ids)
         out.logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
+        if labels is not None:
+            out.loss = self.loss(out.logits, labels)
         return out
 
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of ``forward(labels=...)``, chosen by the config's ``problem_type`` as in transformers."""
+        n = self.config.num_labels
+        problem = self.config.extra.get("problem_type")
+        if problem is None:  # transformers' guess: from the number of labels and their dtype
+            if n == 1:
+                problem = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem = "single_label_classification"
+            else:
+                problem = "multi_label_classification"
+        if problem == "regression":
+            return F.mse_loss(logits.squeeze(), labels.squeeze()) if n == 1 else F.mse_loss(logits, labels)
+        if problem == "single_label_classification":
+            return F.cross_entropy(logits.view(-1, n), labels.view(-1))
+        if problem == "multi_label_classification":
+            return F.binary_cross_entropy_with_logits(logits, labels)
+        raise ValueError(f"problem_type={problem!r} in the config: expected 'regression', "
+                         "'single_label_classification' or 'multi_label_classification'")

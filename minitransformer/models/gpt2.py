@@ -125,15 +125,19 @@ class GPT2(GenerationMixin, PreTrainedModel):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         past_key_values: DynamicCache | StaticCache | None = None,
-        use_cache: bool = False,
+        use_cache: bool | None = None,
         logits_to_keep: int = 0,
+        token_type_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Args:
             input_ids: (B, T) token ids; with a cache, only the tokens it does not hold yet.
             attention_mask: (B, S_past + T), 1 for tokens and 0 for padding (left or right); or a
                 ready bool mask (B|1, 1, T, S) over the keys attention will see (``generate`` builds
                 one per generation and slices it; ``position_ids`` must then be given).
-            position_ids: (B, T); default counts real tokens only (see ``positions_from_attention_mask``).
+            position_ids: (B, T) or (1, T); default ``S_past .. S_past + T - 1`` whatever the mask says,
+                as in transformers: a left-padded row then does not equal the row alone. Pass
+                ``positions_from_attention_mask(attention_mask, ...)`` for that, as ``generate`` does
+                (see ``default_position_ids`` in ``models/base.py`` for why the forward does not).
             labels: (B, T) ids to predict; the loss compares position t's logits with labels[t + 1]
                 (-100 is ignored).
             output_hidden_states: return the embedding output and every block's output (the last
@@ -141,9 +145,15 @@ class GPT2(GenerationMixin, PreTrainedModel):
             output_attentions: return each layer's attention probabilities (B, H, T, S).
             past_key_values: a KV cache holding the keys and values of the S_past earlier tokens
                 (see ``minitransformer.generation.cache``); it is updated in place.
-            use_cache: start a :class:`DynamicCache` when ``past_key_values`` is None.
+            use_cache: True starts a :class:`DynamicCache` when ``past_key_values`` is None. None
+                (default) and False keep none; they differ only for ``position_ids`` given with no mask:
+                False reads a position that does not follow the previous one as the start of a packed
+                sequence, as transformers does with ``use_cache=False``; None does not, as transformers'
+                default, which keeps a cache (see ``prepare_causal_inputs`` in ``models/base.py``).
             logits_to_keep: compute the logits of the last ``logits_to_keep`` positions only (0: all);
                 generation needs only the last one, and the head is the largest matrix.
+            token_type_ids: (B, T) segment ids, embedded with the *token* table ``wte`` and added, as in
+                transformers' GPT2Model (GPT-2 has no segment table of its own); default none added.
 
         Returns:
             :class:`ModelOutput` with ``logits`` (B, T, V), ``last_hidden_state`` (B, T, C) and the
@@ -154,6 +164,8 @@ class GPT2(GenerationMixin, PreTrainedModel):
             self.attention_mask,
         )  # mask (B|1, 1, T, S), True = attend
         x = self.transformer.wte(input_ids) + self.transformer.wpe(position_ids)  # (B, T, C)
+        if token_type_ids is not None:
+            x = x + self.transformer.wte(token_type_ids)  # (B, T, C)
         x = self.transformer.drop(x)
 
         hidden_states, attentions = [], []

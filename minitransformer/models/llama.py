@@ -198,7 +198,7 @@ class Llama(GenerationMixin, PreTrainedModel):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         past_key_values: DynamicCache | StaticCache | None = None,
-        use_cache: bool = False,
+        use_cache: bool | None = None,
         logits_to_keep: int = 0,
     ) -> ModelOutput:
         """Args:
@@ -206,14 +206,21 @@ class Llama(GenerationMixin, PreTrainedModel):
             attention_mask: (B, S_past + T), 1 for tokens and 0 for padding (left or right); or a
                 ready bool mask (B|1, 1, T, S) over the keys attention will see (``generate`` builds
                 one per generation and slices it; ``position_ids`` must then be given).
-            position_ids: (B, T); default counts real tokens only (see ``positions_from_attention_mask``).
+            position_ids: (B, T) or (1, T); default ``S_past .. S_past + T - 1`` whatever the mask says,
+                as in transformers (see ``default_position_ids`` in ``models/base.py``). RoPE sees only
+                differences of positions, so a left-padded row's real tokens equal the row alone either
+                way; its padding's outputs do not. ``generate`` passes ``positions_from_attention_mask``.
             labels: (B, T) ids to predict; position t's logits are scored against labels[t + 1].
             output_hidden_states: the embedding output and every layer's output (the last after the
                 final norm), like transformers.
             output_attentions: each layer's attention probabilities (B, H, T, S).
             past_key_values: a KV cache holding the (rotated) keys and values of the S_past earlier
                 tokens, Hkv heads each (see ``minitransformer.generation.cache``); updated in place.
-            use_cache: start a :class:`DynamicCache` when ``past_key_values`` is None.
+            use_cache: True starts a :class:`DynamicCache` when ``past_key_values`` is None. None
+                (default) and False keep none; they differ only for ``position_ids`` given with no mask:
+                False reads a position that does not follow the previous one as the start of a packed
+                sequence, as transformers does with ``use_cache=False``; None does not, as transformers'
+                default, which keeps a cache (see ``prepare_causal_inputs`` in ``models/base.py``).
             logits_to_keep: compute the logits of the last ``logits_to_keep`` positions only (0: all);
                 generation needs only the last one, and the head is the largest matrix.
 

@@ -367,7 +367,7 @@ class T5(GenerationMixin, PreTrainedModel):
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
                 encoder_outputs: ModelOutput | None = None, past_key_values: EncoderDecoderCache | None = None,
-                use_cache: bool = False) -> ModelOutput:
+                use_cache: bool = False, labels: torch.Tensor | None = None) -> ModelOutput:
         """Encode ``input_ids`` (B, S), decode ``decoder_input_ids`` (B, T) -> ``logits`` (B, T, V).
 
         Like transformers' ``Seq2SeqLMOutput``: ``hidden_states``/``attentions`` are the decoder's,
@@ -375,10 +375,18 @@ class T5(GenerationMixin, PreTrainedModel):
         ``encoder_last_hidden_state``/``encoder_hidden_states``/``encoder_attentions`` the encoder's.
         ``encoder_outputs`` (from :meth:`encode`) skips the encoder; ``past_key_values``/``use_cache``
         as in :meth:`decode`.
+
+        ``labels`` (B, T): the target tokens, -100 where nothing is scored. Without
+        ``decoder_input_ids`` the decoder reads ``shift_right(labels)`` (teacher forcing), as in
+        transformers; ``loss`` is the mean cross-entropy of position t's logits against labels[t]
+        (not t + 1: the shift is in the decoder input).
         """
+        if decoder_input_ids is None and labels is not None:
+            decoder_input_ids = self.shift_right(labels)  # (B, T)
         if decoder_input_ids is None:
-            raise ValueError("T5 needs decoder_input_ids (B, T): for training, model.shift_right(labels); "
-                             "to start generating, torch.full((B, 1), config.decoder_start_token_id)")
+            raise ValueError("T5 needs decoder_input_ids (B, T) or labels: for training, labels (the decoder "
+                             "then reads model.shift_right(labels)); to start generating, "
+                             "torch.full((B, 1), config.decoder_start_token_id)")
         enc = encoder_outputs or self.encode(input_ids, attention_mask, output_hidden_states, output_attentions)
         out = self.decode(decoder_input_ids, enc.last_hidden_state, attention_mask, decoder_attention_mask,
                           output_hidden_states, output_attentions, past_key_values=past_key_values,
@@ -386,6 +394,8 @@ class T5(GenerationMixin, PreTrainedModel):
         out.encoder_last_hidden_state = enc.last_hidden_state
         out.encoder_hidden_states = enc.hidden_states
         out.encoder_attentions = enc.attentions
+        if labels is not None:
+            out.loss = F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
         return out
 
     def shift_right(self, labels: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Helpers shared by the GPT-2 and LLaMA parity tests (not a test module).
 
-Everything here is offline: tiny models are built by transformers from a config with random weights,
-saved with ``save_pretrained`` into a temporary directory, and loaded with our ``from_pretrained``.
+Everything here is offline: tiny models are built by transformers from a config, given seeded weights
+(``minitransformer.testing.seed_weights``, not transformers' own init), saved with ``save_pretrained``
+into a temporary directory, and loaded with our ``from_pretrained``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from minitransformer.models.base import positions_from_attention_mask
 from minitransformer.testing import assert_close
 
 
@@ -75,16 +77,24 @@ def padded_batch(sequences: list[list[int]], pad_id: int, side: str) -> tuple[to
 
 def check_padded_batch_equals_single(ours, hf, sequences: list[list[int]], pad_id: int, side: str) -> None:
     """Each real token's logits in a padded batch equal those of its sequence run alone, in ours
-    and in transformers (run alone)."""
+    and in transformers (run alone, and as the same padded batch).
+
+    The batch gets positions that count real tokens only, as ``generate`` passes them: a forward
+    without ``position_ids`` counts 0 .. T-1 whatever the mask says (as transformers' forward does),
+    and a left-padded row's tokens would then sit at later positions than alone.
+    """
     ids, mask = padded_batch(sequences, pad_id, side)
+    positions = positions_from_attention_mask(mask, ids.shape[1], ids.device)  # (B, T)
     with torch.no_grad():
-        batch = ours(ids, attention_mask=mask).logits
+        batch = ours(ids, attention_mask=mask, position_ids=positions).logits
+        hf_batch = hf(ids, attention_mask=mask, position_ids=positions).logits
         for b, s in enumerate(sequences):
             alone = ours(torch.tensor([s])).logits[0]
             reference = hf(torch.tensor([s])).logits[0]
             real = mask[b].bool()
             assert_close(batch[b, real], alone, what=f"{side}-padded row {b} vs alone")
             assert_close(alone, reference, what=f"row {b} alone vs transformers")
+            assert_close(batch[b, real], hf_batch[b, real], what=f"{side}-padded row {b} vs transformers' batch")
 
 
 def check_no_leakage(ours, vocab_size: int, T: int = 8, seed: int = 0) -> None:

@@ -25,7 +25,7 @@ from minitransformer.models.bert import (  # noqa: E402
     BertPooler,
     bert_block,
 )
-from minitransformer.testing import assert_close  # noqa: E402
+from minitransformer.testing import assert_close, seed_weights  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -48,15 +48,13 @@ def _hf_class(name: str):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict:
-    """Each variant saved by transformers' own save_pretrained, with random weights."""
+    """Each variant saved by transformers' own save_pretrained, with seeded weights (not transformers' init):
+    N(0, 0.02) (BERT's initializer_range) for matrices and biases, the MLM bias included (it starts at zero
+    in transformers, where it would not count), and LayerNorm gains 1 + N(0, 0.1)."""
     dirs = {}
     for i, (name, (arch, overrides)) in enumerate(VARIANTS.items()):
-        torch.manual_seed(i)
         model = _hf_class(arch)(transformers.BertConfig(**TINY, **overrides))
-        with torch.no_grad():  # the MLM bias starts at zero; make it count
-            for n, p in model.named_parameters():
-                if n.endswith("predictions.bias"):
-                    p.normal_()
+        seed_weights(model, seed=i, std=0.02, norm_std=0.1)
         directory = tmp_path_factory.mktemp(name)
         model.save_pretrained(directory)
         dirs[name] = directory
@@ -346,3 +344,18 @@ def test_trains_from_random_init():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("kind", ["class ids", "multi-label floats"])
+def test_classifier_loss_matches_transformers(checkpoints, kind):
+    """labels -> loss as transformers picks it: cross-entropy for class ids, per-label binary cross-entropy
+    for floats (its problem_type, guessed from the labels' dtype)."""
+    ours, theirs = _load_pair(checkpoints, "seq_cls")
+    input_ids, token_type_ids, attention_mask, _ = _inputs(ours.config.type_vocab_size, seed=5)
+    g = torch.Generator().manual_seed(6)
+    labels = (torch.randint(0, 3, (3,), generator=g) if kind == "class ids"
+              else torch.randint(0, 2, (3, 3), generator=g).float())
+    kwargs = dict(attention_mask=attention_mask, token_type_ids=token_type_ids, labels=labels)
+    with torch.no_grad():  # a freshly loaded model each time: transformers writes its guess into its config
+        a, b = ours(input_ids, **kwargs), theirs(input_ids, **kwargs)
+    assert_close(a.loss, b.loss, what=f"classifier loss, {kind}")

@@ -1,4 +1,4 @@
-"""GPT-2: our model, loaded from tiny random transformers checkpoints, equals GPT2LMHeadModel (fp32).
+"""GPT-2: our model, loaded from tiny transformers checkpoints with seeded weights, equals GPT2LMHeadModel (fp32).
 
 transformers runs with ``attn_implementation="eager"`` so its attention maps exist to compare.
 """
@@ -20,7 +20,8 @@ from decoder_parity import Recorder, check_no_leakage, check_padded_batch_equals
 from minitransformer.layers import causal_mask  # noqa: E402
 from minitransformer.loading import from_pretrained  # noqa: E402
 from minitransformer.models import GPT2, GPT2Config  # noqa: E402
-from minitransformer.testing import assert_close  # noqa: E402
+from minitransformer.models.base import positions_from_attention_mask  # noqa: E402
+from minitransformer.testing import assert_close, max_abs_diff, seed_weights  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -34,16 +35,13 @@ CONFIGS = {
 
 
 def tiny_hf_gpt2(seed: int = 0, **overrides):
-    torch.manual_seed(seed)
     kwargs = dict(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4, bos_token_id=0,
                   eos_token_id=0, attn_implementation="eager")
     kwargs.update(overrides)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**kwargs)).eval()
-    with torch.no_grad():  # random biases and norm weights too, so a mix-up between them shows
-        for name, p in model.named_parameters():
-            if name.endswith(("bias", "ln_1.weight", "ln_2.weight", "ln_f.weight")):
-                p.normal_(0.0 if name.endswith("bias") else 1.0, 0.1)
-    return model
+    # Seeded weights, not transformers' init: N(0, 0.02) (GPT-2's initializer_range) for matrices and
+    # biases, norm gains 1 + N(0, 0.1), so that a mix-up between biases and norm weights shows.
+    return seed_weights(model, seed=seed, std=0.02, norm_std=0.1)
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
@@ -74,15 +72,24 @@ def test_padded_batch_equals_one_by_one(pair, side):
 
 
 def test_padded_batch_against_transformers_with_mask(pair):
-    """transformers needs explicit positions for left padding; given them, the two agree."""
+    """A left-padded batch, with the same arguments: without position_ids both count 0 .. T-1 whatever
+    the mask says; with positions that count real tokens only (what generate passes), both agree too,
+    and only then does the padded row equal the row alone."""
     ours, hf = pair
     ids = torch.tensor([[0, 0, 3, 4, 5], [6, 7, 8, 9, 10]])
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    real = mask.bool()  # the padding queries see no key at all: their outputs are not defined
+    positions = positions_from_attention_mask(mask, 5, ids.device)  # [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
     with torch.no_grad():
-        a = ours(ids, attention_mask=mask).logits
-        b = hf(ids, attention_mask=mask, position_ids=positions).logits
-    assert_close(a[mask.bool()], b[mask.bool()], what="left-padded logits")
+        by_default = ours(ids, attention_mask=mask).logits
+        hf_by_default = hf(ids, attention_mask=mask).logits
+        assert_close(by_default[real], hf_by_default[real], what="left-padded, default positions")
+        counted = ours(ids, attention_mask=mask, position_ids=positions).logits
+        hf_counted = hf(ids, attention_mask=mask, position_ids=positions).logits
+        assert_close(counted[real], hf_counted[real], what="left-padded, mask-based positions")
+        alone = ours(ids[:1, 2:]).logits[0]
+    assert_close(counted[0, 2:], alone, what="padded row with mask-based positions vs the row alone")
+    assert max_abs_diff(by_default[0, 2:], alone) > 1e-3, "default positions should move the padded row's tokens"
 
 
 def test_no_leakage(pair):
@@ -157,3 +164,18 @@ def test_trains_from_random_init():
         loss.backward()
         optimizer.step()
     assert loss.item() < first / 2
+
+
+@pytest.mark.parametrize("prompt", ["right-padded", "padding without a mask"])
+def test_generate_positions_match_transformers(pair, prompt):
+    """generate passes the positions transformers' generate passes, beyond left padding too: the prompt's
+    count real tokens (padding 0), each new token the last prompt position plus one; and with no mask,
+    transformers reads the prompt's pad_token_id tokens as padding (pad_token_id not an EOS id)."""
+    ours, hf = pair
+    ids = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 1, 1], [13, 1, 14, 15, 1]])  # 1: the padding
+    mask = None if prompt == "padding without a mask" else (ids != 1).long()
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=1, eos_token_id=VOCAB - 1)
+    with torch.no_grad():
+        expected = hf.generate(ids, attention_mask=mask, **kw)
+    got = ours.generate(ids, attention_mask=mask, **{k: v for k, v in kw.items() if k != "do_sample"})
+    assert torch.equal(got, expected), f"ours\n{got}\ntransformers\n{expected}"

@@ -1,4 +1,4 @@
-"""LLaMA (and Mistral, Qwen2): our model, loaded from tiny random transformers checkpoints, equals
+"""LLaMA (and Mistral, Qwen2): our model, loaded from tiny transformers checkpoints with seeded weights, equals
 ``*ForCausalLM`` in fp32, with eager attention on the transformers side."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from decoder_parity import Recorder, check_no_leakage, check_padded_batch_equals
 
 from minitransformer.loading import from_pretrained  # noqa: E402
 from minitransformer.models import Llama, LlamaConfig  # noqa: E402
-from minitransformer.testing import assert_close  # noqa: E402
+from minitransformer.models.base import positions_from_attention_mask  # noqa: E402
+from minitransformer.testing import assert_close, seed_weights  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -38,18 +39,15 @@ CONFIGS = {
 
 
 def tiny_hf_llama(kind: str = "LlamaConfig", seed: int = 0, **overrides):
-    torch.manual_seed(seed)
     kwargs = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, max_position_embeddings=64, bos_token_id=0, eos_token_id=0,
                   initializer_range=0.1, attn_implementation="eager")
     kwargs.update(overrides)
     config = getattr(transformers, kind)(**kwargs)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
-    with torch.no_grad():  # random norm weights and biases, so a mix-up between them shows
-        for name, p in model.named_parameters():
-            if name.endswith(("norm.weight", "bias")):
-                p.normal_(0.0 if name.endswith("bias") else 1.0, 0.1)
-    return model
+    # Seeded weights, not transformers' init: N(0, 0.1) (the initializer_range above) for matrices and
+    # biases, norm gains 1 + N(0, 0.1), so that a mix-up between norm weights and biases shows.
+    return seed_weights(model, seed=seed, std=0.1, norm_std=0.1)
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
@@ -82,14 +80,21 @@ def test_padded_batch_equals_one_by_one(pair, side):
 
 
 def test_padded_batch_against_transformers_with_mask(pair):
+    """A left-padded batch, with the same arguments as transformers: default positions (0 .. T-1 whatever
+    the mask says) and positions that count real tokens only (what generate passes). RoPE sees only
+    differences of positions, so the real tokens agree with each other either way."""
     ours, hf = pair
     ids = torch.tensor([[0, 0, 3, 4, 5, 6], [6, 7, 8, 9, 10, 11]])
     mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    real = mask.bool()  # the padding queries see no key at all: their outputs are not defined
+    positions = positions_from_attention_mask(mask, 6, ids.device)
     with torch.no_grad():
-        a = ours(ids, attention_mask=mask).logits
-        b = hf(ids, attention_mask=mask, position_ids=positions).logits
-    assert_close(a[mask.bool()], b[mask.bool()], what="left-padded logits")
+        by_default = ours(ids, attention_mask=mask).logits
+        counted = ours(ids, attention_mask=mask, position_ids=positions).logits
+        assert_close(by_default[real], hf(ids, attention_mask=mask).logits[real], what="default positions")
+        hf_counted = hf(ids, attention_mask=mask, position_ids=positions).logits
+    assert_close(counted[real], hf_counted[real], what="mask-based positions")
+    assert_close(by_default[real], counted[real], what="RoPE: shifting every position changes nothing")
 
 
 def test_no_leakage(pair):
