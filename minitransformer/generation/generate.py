@@ -217,6 +217,8 @@ def check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype != torch.long:
         raise ValueError("input_ids must be a (batch, seq_len) LongTensor of token ids, got "
                          f"{type(input_ids).__name__} {tuple(getattr(input_ids, 'shape', ()))}")
+    if input_ids.shape[0] == 0:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)} holds no prompt (batch size 0): pass at least one row")
     if input_ids.shape[1] == 0:
         raise ValueError("input_ids is empty: pass at least one prompt token (e.g. the BOS token)")
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
@@ -285,6 +287,8 @@ def make_config(model_config, prompt_length: int, *, max_new_tokens, do_sample, 
         default = [] if default is None else [default] if isinstance(default, int) else list(default)
         eos = [i for i in default if 0 <= i < V]
     else:
+        if isinstance(eos_token_id, torch.Tensor):  # transformers takes a tensor of ids too
+            eos_token_id = eos_token_id.tolist()
         eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
         for i in eos:
             if not isinstance(i, int) or not 0 <= i < V:

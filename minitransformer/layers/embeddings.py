@@ -12,9 +12,12 @@ from torch import nn
 
 
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> None:
-    """Raise a clear error for ids outside ``[0, vocab_size)`` before any indexing fault."""
-    if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"{name} must be an integer tensor of token ids, got dtype {input_ids.dtype}")
+    """Raise a clear error for ids that are not integers, or outside ``[0, vocab_size)``, before any
+    indexing fault. Every integer dtype is accepted (the embedding converts to int64)."""
+    dtype = input_ids.dtype
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of token ids, got dtype {dtype}; "
+                        f"convert with {name}.long() if the values are ids")
     if input_ids.numel() == 0 or torch.compiler.is_compiling():  # reading values would split a compiled graph
         return
     lo, hi = int(input_ids.min()), int(input_ids.max())
@@ -48,7 +51,8 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         check_token_ids(input_ids, self.vocab_size)
-        return self.weight[input_ids]  # (B, T) -> (B, T, C)
+        # .long(): indexing with a uint8 tensor would read it as a boolean mask, int16 is not an index type
+        return self.weight[input_ids.long()]  # (B, T) -> (B, T, C)
 
     def extra_repr(self) -> str:
         return f"vocab_size={self.vocab_size}, hidden_size={self.hidden_size}"

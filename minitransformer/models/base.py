@@ -113,6 +113,33 @@ def packed_sequence_mask(position_ids: torch.Tensor) -> torch.Tensor | None:
     return sequence[:, None, :, None] == sequence[:, None, None, :]  # (B, 1, T, T)
 
 
+def check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, past_length: int = 0,
+                 ids_name: str = "input_ids", mask_name: str = "attention_mask") -> None:
+    """The checks every forward makes on its ids and 2-D mask before anything is computed.
+
+    ``input_ids`` must be a (B, T) tensor (the per-token dtype and range are checked by the embedding,
+    ``layers.embeddings.check_token_ids``); a 2-D ``attention_mask`` must be (B, past_length + T): one
+    entry per key, the cached ones included. A 4-D mask is the caller's own and is not checked here.
+    Without these checks a mask of another batch size broadcasts silently into a wrong-sized output.
+    """
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"{ids_name} must be a torch.Tensor of token ids (B, T), got {type(input_ids).__name__}; "
+                        "a tokenizer called with return_tensors='pt' gives one")
+    if input_ids.dim() != 2:
+        hint = f"; add the batch dimension: {ids_name}[None]" if input_ids.dim() == 1 else ""
+        raise ValueError(f"{ids_name} must be (batch, seq_len), got shape {tuple(input_ids.shape)}{hint}")
+    if attention_mask is None or attention_mask.dim() == 4:
+        return
+    B, T = input_ids.shape
+    expected = (B, past_length + T)
+    if attention_mask.dim() != 2 or tuple(attention_mask.shape) != expected:
+        cached = f" ({past_length} cached + {T} new)" if past_length else ""
+        raise ValueError(
+            f"{mask_name} must be (batch, keys) = {expected}{cached} to go with {ids_name} of shape {(B, T)}, "
+            f"got {tuple(attention_mask.shape)}; pass the mask the tokenizer returned with these ids"
+        )
+
+
 def prepare_causal_inputs(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
@@ -143,6 +170,8 @@ def prepare_causal_inputs(
     """
     from minitransformer.generation.cache import DynamicCache, mask_for_cache
 
+    past = 0 if past_key_values is None else past_key_values.get_seq_length()
+    check_inputs(input_ids, attention_mask, past)
     T = input_ids.shape[1]
     if use_cache and past_key_values is None:
         past_key_values = DynamicCache(num_layers)
@@ -150,7 +179,6 @@ def prepare_causal_inputs(
         if position_ids is None:
             raise ValueError("a 4-D attention_mask needs position_ids (B, T) too")
         return past_key_values, attention_mask, position_ids
-    past = 0 if past_key_values is None else past_key_values.get_seq_length()
     mask = build_mask(attention_mask, T, past + T, input_ids.device)  # (B|1, 1, T, S_past + T)
     if position_ids is None:
         position_ids = default_position_ids(past, T, input_ids.device)  # (1, T)

@@ -38,7 +38,7 @@ from minitransformer.layers.embeddings import LearnedPositionEmbedding, TokenEmb
 from minitransformer.layers.masks import padding_mask
 from minitransformer.layers.mlp import MLP, get_activation
 from minitransformer.layers.norms import LayerNorm
-from minitransformer.models.base import Config, PreTrainedModel
+from minitransformer.models.base import Config, PreTrainedModel, check_inputs
 from minitransformer.models.outputs import ModelOutput
 
 
@@ -232,8 +232,7 @@ class BERT(_BertPreTrained):
             ModelOutput with ``last_hidden_state`` (B, T, C), ``pooler_output`` (B, C) or None,
             ``hidden_states`` (N + 1 tensors) and ``attentions`` (N tensors) when asked.
         """
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        check_inputs(input_ids, attention_mask)
         mask = None if attention_mask is None else padding_mask(attention_mask.to(input_ids.device))  # (B, 1, 1, T)
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, C)
         hidden_states, attentions = [x], []

@@ -44,7 +44,7 @@ from minitransformer.layers.masks import causal_mask, padding_mask, to_additive
 from minitransformer.layers.mlp import MLP, GatedMLP, get_activation
 from minitransformer.layers.norms import RMSNorm
 from minitransformer.layers.relative_position import RelativePositionBias
-from minitransformer.models.base import Config, PreTrainedModel
+from minitransformer.models.base import Config, PreTrainedModel, check_inputs
 from minitransformer.models.outputs import ModelOutput
 
 #: T5 does not divide the attention scores by sqrt(D). Mesh TensorFlow folded that factor into the
@@ -313,8 +313,7 @@ class T5(GenerationMixin, PreTrainedModel):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
         """Run the encoder: (B, S) ids -> ModelOutput with ``last_hidden_state`` (B, S, C)."""
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        check_inputs(input_ids, attention_mask)
         return self.encoder(self.shared(input_ids), attention_mask,
                             output_hidden_states=output_hidden_states, output_attentions=output_attentions)
 
@@ -343,8 +342,9 @@ class T5(GenerationMixin, PreTrainedModel):
             decoder ``hidden_states``, ``attentions``, ``cross_attentions`` when asked, and the cache
             in ``past_key_values`` when one is used.
         """
-        if decoder_input_ids.dim() != 2:
-            raise ValueError(f"decoder_input_ids must be (batch, seq_len), got shape {tuple(decoder_input_ids.shape)}")
+        check_inputs(decoder_input_ids, ids_name="decoder_input_ids")
+        if attention_mask is not None and attention_mask.dim() == 2:  # the encoder's mask, one entry per memory slot
+            check_inputs(encoder_hidden_states[..., 0], attention_mask, ids_name="encoder_hidden_states[..., 0]")
         if use_cache and past_key_values is None:
             past_key_values = EncoderDecoderCache(self.config.num_decoder_layers)
         cross_caches, key_length = None, None
@@ -354,6 +354,9 @@ class T5(GenerationMixin, PreTrainedModel):
                 past_length, key_length = static_positions(caches, decoder_input_ids.shape[1])
             else:
                 past_length = past_key_values.get_seq_length()
+        if key_length is None:  # a static cache's mask covers its slots, not the tokens seen
+            check_inputs(decoder_input_ids, decoder_attention_mask, past_length, "decoder_input_ids",
+                         "decoder_attention_mask")
         out = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, encoder_hidden_states,
                            attention_mask, output_hidden_states, output_attentions, caches, past_length,
                            cross_caches, key_length)
