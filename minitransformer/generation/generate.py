@@ -14,6 +14,7 @@ Shapes: B batch, P prompt length, L = P + max_new_tokens, V vocabulary.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -135,6 +136,12 @@ class GenerationMixin:
         )
         if attention_mask is None and not encoder_decoder:
             attention_mask = mask_from_padding(input_ids, cfg.pad_token_id, cfg.eos_token_id)
+        if not encoder_decoder and attention_mask is not None and not bool(attention_mask[:, -1].all()):
+            # The new tokens follow the last slot, padding or not: a right-padded row continues from its
+            # padding. transformers warns the same way and generates all the same.
+            warnings.warn("a row of the prompt ends in padding (attention_mask[:, -1] has a 0): a decoder-only "
+                          "model continues from the last slot, so pad on the left for generation "
+                          "(tokenizer.padding_side = 'left')", UserWarning, stacklevel=2)
         if streamer is not None and (B > 1 or cfg.num_beams > 1 or cfg.num_return_sequences > 1):
             raise ValueError("streamer works with one sequence: batch size 1, num_beams=1 and num_return_sequences=1, "
                              f"got batch size {B}, num_beams={cfg.num_beams}, "

@@ -105,3 +105,15 @@ def test_generate_takes_eos_token_id_as_a_tensor_like_transformers():
     expected = model.generate(ids, eos_token_id=eos, **kw)
     assert torch.equal(model.generate(ids, eos_token_id=torch.tensor(eos), **kw), expected)
     assert torch.equal(model.generate(ids, eos_token_id=torch.tensor([eos]), **kw), expected)
+
+
+def test_generate_warns_on_a_right_padded_prompt():
+    model = tiny("gpt2")
+    ids, mask = torch.tensor([[1, 2, 0], [3, 4, 5]]), torch.tensor([[1, 1, 0], [1, 1, 1]])
+    with pytest.warns(UserWarning, match=r"pad on the left for generation \(tokenizer.padding_side = 'left'\)"):
+        model.generate(ids, attention_mask=mask, max_new_tokens=2, pad_token_id=0)
+    left = torch.tensor([[0, 1, 2], [3, 4, 5]]), torch.tensor([[0, 1, 1], [1, 1, 1]])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.generate(left[0], attention_mask=left[1], max_new_tokens=2, pad_token_id=0)
