@@ -11,17 +11,21 @@ What happens in :func:`from_pretrained` (``loading/core.py``), step by step:
    ``revision``, read when you call, not when Python started).
 2. **Config** (``registry.py``): ``config.json``'s ``model_type`` picks a :class:`Family`;
    ``architectures[0]`` picks the model class inside it. The config dataclass is built with
-   ``ConfigClass.from_dict(config_json)``.
+   ``ConfigClass.from_dict(config_json)``, and its values checked (``models/config_checks.py``: sizes are
+   positive ints, heads divide the width); a bad one is a :class:`ConfigError` naming the field.
 3. **Empty model** (``core.py``): the model is built inside :func:`empty_weights`, so every
    parameter lives on the ``meta`` device (shapes only, no memory, no random init). Buffers that are
    computed rather than loaded (RoPE frequencies) are built for real.
 4. **Read** (``io.py``): :class:`Checkpoint` opens ``model.safetensors``, a sharded
    ``model.safetensors.index.json``, or (only if no safetensors) ``pytorch_model.bin`` through
-   ``torch.load(weights_only=True, mmap=True)``. Tensors are memory-mapped and read lazily.
+   ``torch.load(weights_only=True, mmap=True)``. Tensors are memory-mapped and read lazily. No file
+   outside the checkpoint directory is ever read (an index entry ``"../x"`` or a link pointing out
+   is refused), and a file that cannot be read is a :class:`LoadingError` naming it.
 5. **Map** (``weight_map.py`` + ``maps/<family>.py``): the family's declarative :class:`WeightMap`
    turns HF names and layouts into ours. Problems are collected, not raised one at a time: a single
    :class:`LoadingError` lists every missing key, unexpected key and shape mismatch by name.
-6. **Assign** (``core.py``): each mapped tensor is copied (cast to ``dtype`` if asked) into fresh
+6. **Assign** (``core.py``): each mapped tensor is copied, cast to one dtype (``dtype`` if asked, else as
+   transformers: config.json's ``dtype``, else the first floating-point weight's), into fresh
    contiguous memory that *becomes* the parameter (no random init to overwrite), and the file's
    pages are handed back right away (``Checkpoint.release``), so peak memory is about one copy of
    the weights.
@@ -90,26 +94,29 @@ architecture listed is the default, used when ``config.json`` has none or an unk
 """
 
 from minitransformer.loading.core import empty_weights, from_pretrained, load_weights, save_pretrained
+from minitransformer.loading.errors import ConfigError, LoadingError
 from minitransformer.loading.hub import resolve_checkpoint_dir
 from minitransformer.loading.io import Checkpoint
 from minitransformer.loading.registry import REGISTRY, Family, family_for_model, get_family, register
 from minitransformer.loading.weight_map import (
     LayoutTransform,
-    LoadingError,
     Rule,
     WeightMap,
     convert,
     rename,
 )
+from minitransformer.models.config_checks import check_config
 
 __all__ = [
     "Checkpoint",
+    "ConfigError",
     "Family",
     "LayoutTransform",
     "LoadingError",
     "REGISTRY",
     "Rule",
     "WeightMap",
+    "check_config",
     "convert",
     "empty_weights",
     "family_for_model",

@@ -15,10 +15,18 @@ from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import save_file
 from torch import nn
 
+from minitransformer.loading.errors import ConfigError, LoadingError
 from minitransformer.loading.hub import resolve_checkpoint_dir
-from minitransformer.loading.io import SAFETENSORS, SAFETENSORS_INDEX, Checkpoint
-from minitransformer.loading.registry import family_for_model, get_family
-from minitransformer.loading.weight_map import LoadingError, WeightMap
+from minitransformer.loading.io import (
+    SAFETENSORS,
+    SAFETENSORS_INDEX,
+    Checkpoint,
+    checkpoint_file,
+    read_json_object,
+)
+from minitransformer.loading.registry import REGISTRY, Family, family_for_model, get_family
+from minitransformer.loading.weight_map import WeightMap
+from minitransformer.models.config_checks import check_config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -94,34 +102,56 @@ def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 def load_weights(model: nn.Module, checkpoint: Checkpoint, weight_map: WeightMap,
                  dtype: torch.dtype | None = None) -> nn.Module:
-    """Fill ``model`` (typically built under :func:`empty_weights`) from ``checkpoint`` through ``weight_map``.
+    """Fill ``model`` (typically built under :func:`empty_weights`) from ``checkpoint`` via ``weight_map``.
 
     The model's own state dict says which names and shapes are needed; every disagreement is
-    collected and raised at once.
+    collected and raised at once. Every floating-point weight is cast to one dtype, as transformers
+    does: ``dtype``, or with None the checkpoint's own (:func:`weights_dtype`), so that a file holding
+    one fp16 LayerNorm among fp32 weights still gives a model of one dtype.
 
     Raises:
-        LoadingError: missing weights, unexpected weights and shape mismatches, each by name.
+        LoadingError: missing weights, unexpected weights, shape mismatches, and integer, boolean or
+            complex tensors where the model has a floating-point parameter, each by name.
     """
     aliases = _tied_aliases(model)
     expected = {name: t for name, t in model.state_dict(keep_vars=True).items() if name not in aliases}
-    ours, unexpected, missing_hf = weight_map.to_ours(checkpoint.keys(), checkpoint.get)
+    mapped = weight_map.map_checkpoint(checkpoint.keys(), checkpoint.get, expected)
+    ours = mapped.ours
     for alias in aliases:
         ours.pop(alias, None)  # some checkpoints also store the tied copy; the tie decides
 
-    missing = [f"{name}  (checkpoint key: {', '.join(weight_map.hf_names_for(name)) or '?'})"
-               for name in expected if name not in ours]
-    mismatched = [f"{name}: checkpoint gives {tuple(ours[name].shape)}, model expects {tuple(t.shape)}"
-                  for name, t in expected.items() if name in ours and ours[name].shape != t.shape]
-    unexpected = unexpected + [f"{name} (mapped from the checkpoint, unknown to the model)"
-                               for name in ours if name not in expected]
-    missing += [f"{name} (needed by a rule of the weight map)" for name in missing_hf]
-    if missing or unexpected or mismatched:
-        raise LoadingError(missing, unexpected, mismatched, where=f"at {checkpoint.directory}")
+    def source(name: str) -> str:
+        return ", ".join(mapped.sources.get(name, ())) or ", ".join(weight_map.hf_names_for(name)) or "?"
 
+    missing = [f"{name}  (checkpoint key: {source(name)})"
+               for name in expected if name not in ours and name not in mapped.unconverted]
+    mismatched = mapped.mismatched + [
+        f"{name}: checkpoint gives {tuple(ours[name].shape)}, model expects {tuple(t.shape)} "
+        f"(checkpoint key: {source(name)})"
+        for name, t in expected.items() if name in ours and ours[name].shape != t.shape]
+    unexpected = mapped.unexpected + [f"{name} (mapped from the checkpoint, unknown to the model)"
+                                      for name in ours if name not in expected]
+    missing += [f"{name} (needed by a rule of the weight map)" for name in mapped.missing_hf]
+    file_of = getattr(checkpoint, "file_of", None)  # a real Checkpoint knows each tensor's file
+    wrong_dtype = []
+    for name, t in expected.items():
+        if name in ours and t.is_floating_point() and not ours[name].is_floating_point():
+            where = f" in {file_of(mapped.sources[name][0]).name}" if file_of else ""
+            found = str(ours[name].dtype).removeprefix("torch.")
+            wrong_dtype.append(f"{source(name)}{where} is {found}, but {name} is a floating-point parameter")
+    if missing or unexpected or mismatched or wrong_dtype:
+        raise LoadingError(missing, unexpected, mismatched, where=f"at {checkpoint.directory}",
+                           wrong_dtype=wrong_dtype)
+
+    dtype = dtype or weights_dtype(checkpoint)
     release = getattr(checkpoint, "release", None)
     for name, tensor in ours.items():
-        target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
-        if tensor.device.type != "meta":
+        # One dtype for every float weight (as transformers: a stray fp16 norm would fail the forward with
+        # "mixed dtype"); anything else (an integer buffer) keeps the model's own dtype.
+        target = (dtype or tensor.dtype) if expected[name].is_floating_point() else expected[name].dtype
+        if tensor.device.type == "meta":
+            tensor = tensor.to(target)
+        else:
             # Copy into fresh, contiguous memory one tensor at a time, then give the file's pages back:
             # peak memory stays near one copy, and matmuls run on ordinary (not file-mapped,
             # not transposed) memory, which measured ~2x faster on CPU.
@@ -129,16 +159,92 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint, weight_map: WeightMap
             if release is not None:
                 release(ours[name])
         _set_tensor(model, name, tensor)
-    for alias, source in aliases.items():
-        _set_tensor(model, alias, model.get_parameter(source))
+    for alias, source_name in aliases.items():
+        _set_tensor(model, alias, model.get_parameter(source_name))
     return model
 
 
+def weights_dtype(checkpoint: Checkpoint) -> torch.dtype | None:
+    """The dtype transformers' ``dtype="auto"`` reads from the weights themselves (when config.json has none).
+
+    That is the shard index's ``metadata.dtype`` if it has one, else the dtype of the first
+    floating-point tensor in the order :meth:`Checkpoint.keys` gives (float8 and float4 skipped: no
+    model computes in them). None if the checkpoint holds no floating-point tensor.
+    """
+    named = getattr(checkpoint, "index_metadata", {}).get("dtype")
+    if isinstance(named, str) and _is_compute_dtype(getattr(torch, named, None)):
+        return getattr(torch, named)
+    for name in checkpoint.keys():
+        dtype = checkpoint.get(name).dtype
+        if _is_compute_dtype(dtype):
+            return dtype
+    return None
+
+
+def _is_compute_dtype(dtype: Any) -> bool:
+    """A floating-point torch dtype a model can compute in (float8 and float4 are storage formats only)."""
+    return (isinstance(dtype, torch.dtype) and dtype.is_floating_point
+            and "float8" not in str(dtype) and "float4" not in str(dtype))
+
+
 def read_config(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / "config.json"
+    """``config.json`` of a checkpoint directory, as a dict.
+
+    Raises:
+        FileNotFoundError: there is none.
+        LoadingError: not valid JSON (line and column given), not an object, or a link out of the directory.
+        ConfigError: ``model_type`` or ``architectures`` of the wrong type.
+    """
+    path = checkpoint_file(directory, "config.json")
     if not path.is_file():
         raise FileNotFoundError(f"{directory} has no config.json; is it a transformers checkpoint directory?")
-    return json.loads(path.read_text())
+    config = read_json_object(path)
+    model_type, architectures = config.get("model_type"), config.get("architectures")
+    if model_type is not None and not isinstance(model_type, str):
+        raise ConfigError.in_file(path, f"has model_type={model_type!r}, where a string is expected",
+                                  f'Write it as one name, e.g. "model_type": "gpt2" '
+                                  f"(supported: {', '.join(sorted(REGISTRY))})")
+    if architectures is not None and not (isinstance(architectures, list)
+                                          and all(isinstance(a, str) for a in architectures)):
+        raise ConfigError.in_file(path, f"has architectures={architectures!r}, where a list of class names "
+                                        "is expected",
+                                  'Write it as a list, e.g. "architectures": ["GPT2LMHeadModel"]')
+    return config
+
+
+def config_dtype(config: dict[str, Any], path: Path) -> torch.dtype | None:
+    """The dtype ``config.json`` names, as transformers reads it: ``"dtype"``, else older ``"torch_dtype"``.
+
+    Raises:
+        ConfigError: a value that is not the name of a floating-point torch dtype.
+    """
+    key = "dtype" if config.get("dtype") is not None else "torch_dtype"
+    name = config.get(key)
+    if name is None:
+        return None
+    dtype = getattr(torch, name.removeprefix("torch."), None) if isinstance(name, str) else None
+    if not _is_compute_dtype(dtype):
+        raise ConfigError.in_file(path, f"has {key}={name!r}, which is not a floating-point torch dtype",
+                                  'Write one of "float32", "bfloat16", "float16", or remove the key to use '
+                                  "the weights' own dtype")
+    return dtype
+
+
+def build_config(family: Family, config_dict: dict[str, Any], path: Path) -> tuple[str, type, Any]:
+    """(architecture, our model class, the family's config) from ``config.json``'s dict, values checked.
+
+    Raises:
+        ConfigError: a value a model cannot be built with (``n_head: 0``, ``"n_embd": 768.0``...),
+            by field, naming ``config.json``.
+    """
+    architecture, cls = family.model_class(config_dict.get("architectures"))
+    try:
+        config = family.config_class().from_dict(config_dict)
+        check_config(config)
+    except (ValueError, TypeError) as err:
+        raise ConfigError.in_file(path, f"holds a value the model cannot be built with: {err}",
+                                  "Fix that value in config.json") from err
+    return architecture, cls, config
 
 
 def from_pretrained(path_or_repo_id: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
@@ -148,8 +254,9 @@ def from_pretrained(path_or_repo_id: str | os.PathLike, *, dtype: torch.dtype | 
 
     Args:
         path_or_repo_id: a directory with ``config.json`` and weights, or a hub id like ``"gpt2"``.
-        dtype: float32, bfloat16 or float16 (torch dtype or name); ``None``/``"auto"`` keeps the
-            checkpoint's own dtype.
+        dtype: float32, bfloat16 or float16 (torch dtype or name). ``None``/``"auto"``: as transformers'
+            default, ``dtype`` (or ``torch_dtype``) from config.json, else the dtype of the checkpoint's
+            first floating-point weight. Every floating-point weight is cast to that one dtype.
         device: where the model goes after loading (default: CPU, memory-mapped).
         revision: a branch, tag or commit of a hub repo.
         model_class: force our class instead of choosing it from ``architectures``.
@@ -158,8 +265,11 @@ def from_pretrained(path_or_repo_id: str | os.PathLike, *, dtype: torch.dtype | 
         The model in eval mode.
 
     Raises:
-        ValueError: unknown ``model_type`` (lists the supported ones), bad dtype.
-        LoadingError: checkpoint and model disagree (every problem listed by name).
+        ValueError: a bad ``dtype`` argument.
+        ConfigError: (a LoadingError and a ValueError) config.json holds an unknown ``model_type`` (the
+            supported ones are listed) or a value no model can be built with, by field.
+        LoadingError: a file that cannot be read (invalid JSON, truncated safetensors, a path out of the
+            checkpoint), or checkpoint and model disagree (every problem listed by name).
         FileNotFoundError: no such directory, or a hub id not in the cache (when offline).
 
     Example:
@@ -170,12 +280,21 @@ def from_pretrained(path_or_repo_id: str | os.PathLike, *, dtype: torch.dtype | 
     dtype = _parse_dtype(dtype)
     directory = resolve_checkpoint_dir(path_or_repo_id, revision)
     config_dict = read_config(directory)
-    family = get_family(config_dict.get("model_type"))
-    architecture, cls = family.model_class(config_dict.get("architectures"))
+    config_path = directory / "config.json"
+    try:
+        family = get_family(config_dict.get("model_type"))
+    except ValueError as err:
+        raise ConfigError.in_file(config_path, f"does not say which model to build: {err}",
+                                  "Set model_type to one of those") from err
+    architecture, cls, config = build_config(family, config_dict, config_path)
     cls = model_class or cls
-    config = family.config_class().from_dict(config_dict)
-    with empty_weights():
-        model = cls(config)
+    dtype = dtype or config_dtype(config_dict, config_path)  # transformers' dtype="auto": config.json's
+    try:
+        with empty_weights():
+            model = cls(config)
+    except ValueError as err:  # a check of the layers themselves (RoPE needs an even head size...)
+        raise ConfigError.in_file(config_path, f"describes a model that cannot be built: {err}",
+                                  "Fix that value in config.json") from err
     with Checkpoint(directory) as checkpoint:
         load_weights(model, checkpoint, family.weight_map_for(config, architecture), dtype)
     if device is not None:
@@ -208,13 +327,19 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
 
+    aliases = _tied_aliases(model)
+    ours = {name: t.detach() for name, t in model.state_dict().items() if name not in aliases}
+
     config = model.config.to_dict()
     config["model_type"] = family.model_type
     config["architectures"] = [architecture]
+    # What loading with dtype="auto" reads back first, so it must say what the weights are (transformers
+    # writes the model's dtype there too); an older "torch_dtype" would only contradict it.
+    config.pop("torch_dtype", None)
+    float_dtypes = [t.dtype for t in ours.values() if t.is_floating_point()]
+    if float_dtypes:
+        config["dtype"] = str(float_dtypes[0]).removeprefix("torch.")
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-    aliases = _tied_aliases(model)
-    ours = {name: t.detach() for name, t in model.state_dict().items() if name not in aliases}
     hf = family.weight_map_for(model.config, architecture).to_hf(ours)
     # safetensors refuses tensors that share memory (views into one memory-mapped file), so each
     # tensor gets its own contiguous CPU copy: saving costs one extra copy of the weights.

@@ -31,7 +31,8 @@ def split_fused(tensor: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
     that every family shares one attention module. ``(3C, C) -> 3 x (C, C)``, bias ``(3C,) -> 3 x (C,)``.
     """
     if tensor.shape[0] % parts:
-        raise ValueError(f"cannot split dim 0 of shape {tuple(tensor.shape)} into {parts} equal parts")
+        raise ValueError(f"cannot split dim 0 of shape {tuple(tensor.shape)} into {parts} equal parts: a "
+                         f"fused projection holds {parts} equal blocks end to end (GPT-2's c_attn: q, k, v)")
     return tuple(tensor.chunk(parts, dim=0))
 
 

@@ -8,7 +8,7 @@ fills the rule's other names.
 
 The same rules run in both directions: :meth:`WeightMap.to_ours` when loading, :meth:`WeightMap.to_hf`
 when saving. Nothing is raised halfway: problems are collected and reported together in a
-:class:`LoadingError`.
+:class:`LoadingError` (defined in ``errors.py``; importable from here too).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
+
+from minitransformer.loading.errors import LoadingError
 
 Tensors = tuple[torch.Tensor, ...]
 
@@ -66,23 +68,6 @@ def convert(hf: str | tuple[str, ...], ours: str | tuple[str, ...], transform: L
     return Rule(as_tuple(hf), as_tuple(ours), transform)
 
 
-class LoadingError(RuntimeError):
-    """Checkpoint and model disagree. Lists every missing key, unexpected key and shape mismatch."""
-
-    def __init__(self, missing: list[str], unexpected: list[str], mismatched: list[str], where: str = ""):
-        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
-        lines = [f"the checkpoint{(' ' + where) if where else ''} does not fit the model:"]
-        for title, items in (("missing weights (the model needs them, the checkpoint lacks them)", missing),
-                             ("unexpected weights (in the checkpoint, no place in the model)", unexpected),
-                             ("shape mismatches", mismatched)):
-            if items:
-                lines.append(f"  {len(items)} {title}:")
-                lines.extend(f"    {item}" for item in items)
-        lines.append("Check that config.json matches the weights (model_type, sizes, number of layers), "
-                     "or that the family's WeightMap in minitransformer/loading/maps/ covers these names.")
-        super().__init__("\n".join(lines))
-
-
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
@@ -102,6 +87,37 @@ def _matches(patterns: tuple[str, ...], names: Iterable[str]) -> list[dict[str, 
     regex = _compile(patterns[0])
     found = [m.groupdict() for m in map(regex.match, names) if m]
     return sorted(found, key=lambda g: tuple(int(v) for v in g.values()))
+
+
+@dataclass
+class Mapped:
+    """What :meth:`WeightMap.map_checkpoint` made of a checkpoint."""
+
+    ours: dict[str, torch.Tensor] = field(default_factory=dict)  # our name -> tensor
+    sources: dict[str, tuple[str, ...]] = field(default_factory=dict)  # our name -> its checkpoint keys
+    unexpected: list[str] = field(default_factory=list)  # checkpoint keys no rule used
+    missing_hf: list[str] = field(default_factory=list)  # keys a rule needed, not in the checkpoint
+    mismatched: list[str] = field(default_factory=list)  # checkpoint tensors their transform cannot take, why
+    unconverted: set[str] = field(default_factory=set)  # our names left out because of those
+
+
+def _apply(transform: LayoutTransform, keys: tuple[str, ...], tensors: Tensors, our_names: list[str],
+           expected: Mapping[str, torch.Tensor] | None) -> tuple[Tensors, str | None]:
+    """(our tensors, None), or ((), why) when ``tensors`` cannot go through ``transform``.
+
+    With ``expected``, the shapes the checkpoint should hold are the inverse transform applied to the
+    model's own shapes: for GPT-2's ``c_attn``, q, k, v of (C, C) fuse and transpose to (C, 3C).
+    """
+    if expected is not None and all(name in expected for name in our_names):
+        want = transform.to_hf(*(torch.empty(expected[name].shape, device="meta") for name in our_names))
+        wrong = [f"{key}: checkpoint gives {tuple(t.shape)}, model expects {tuple(w.shape)}"
+                 for key, t, w in zip(keys, tensors, want, strict=True) if t.shape != w.shape]
+        if wrong:
+            return (), f"{'; '.join(wrong)} ({transform.name}, into {', '.join(our_names)})"
+    try:
+        return transform.to_ours(*tensors), None
+    except ValueError as err:  # nothing to compare with: the transform says why
+        return (), f"{', '.join(keys)}: {transform.name} cannot convert it: {err}"
 
 
 @dataclass(frozen=True)
@@ -127,16 +143,20 @@ class WeightMap:
     ignore: tuple[str, ...] = field(default=())
     load_aliases: tuple[tuple[str, str], ...] = field(default=())
 
-    def to_ours(self, hf_keys: Iterable[str], get: Callable[[str], torch.Tensor]
-                ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-        """Map a checkpoint to our names.
+    def map_checkpoint(self, hf_keys: Iterable[str], get: Callable[[str], torch.Tensor],
+                       expected: Mapping[str, torch.Tensor] | None = None) -> Mapped:
+        """Map a checkpoint to our names, collecting every problem instead of raising.
 
         Args:
             hf_keys: the checkpoint's keys.
             get: reads one checkpoint tensor by its key (lazily, so only what is used is read).
+            expected: our state dict (meta tensors will do): the shapes the model wants. With it, the
+                input of each layout transform is checked first, so that a fused ``c_attn`` of the
+                wrong size is reported under its own key with the shape the model needs (that shape is
+                the transform's inverse run on the model's shapes, on the meta device).
 
         Returns:
-            (our name -> tensor, checkpoint keys no rule used, checkpoint keys a rule needed but missing)
+            A :class:`Mapped`.
         """
         hf_keys = list(hf_keys)
         # Our rules speak the head model's names; a base-model checkpoint needs the prefix added.
@@ -149,23 +169,46 @@ class WeightMap:
         ignored = {k for k in original if any(re.search(p, k) for p in self.ignore)}
         available = [k for k in original if k not in ignored]
 
-        ours: dict[str, torch.Tensor] = {}
+        mapped = Mapped()
         used: set[str] = set()
-        missing_hf: list[str] = []
         for rule in self.rules:
             for groups in _matches(rule.hf, available):
                 hf_names = [name.format(**groups) for name in rule.hf]
+                our_names = [name.format(**groups) for name in rule.ours]
                 absent = [n for n in hf_names if n not in original]
                 if absent:
-                    missing_hf.extend(absent)
+                    mapped.missing_hf.extend(absent)
                     continue
-                tensors = tuple(get(original[n]) for n in hf_names)
+                keys = tuple(original[n] for n in hf_names)
+                tensors = tuple(get(k) for k in keys)
                 used.update(hf_names)
-                converted = tensors if rule.transform is None else rule.transform.to_ours(*tensors)
-                for name, tensor in zip(rule.ours, converted, strict=True):
-                    ours[name.format(**groups)] = tensor
-        unexpected = [original[k] for k in available if k not in used]
-        return ours, unexpected, missing_hf
+                converted, problem = tensors, None
+                if rule.transform is not None:
+                    converted, problem = _apply(rule.transform, keys, tensors, our_names, expected)
+                if problem is not None:
+                    mapped.mismatched.append(problem)
+                    mapped.unconverted.update(our_names)
+                    continue
+                for name, tensor in zip(our_names, converted, strict=True):
+                    mapped.ours[name] = tensor
+                    mapped.sources[name] = keys
+        mapped.unexpected = [original[k] for k in available if k not in used]
+        return mapped
+
+    def to_ours(self, hf_keys: Iterable[str], get: Callable[[str], torch.Tensor]
+                ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+        """Map a checkpoint to our names (:meth:`map_checkpoint`, in short).
+
+        Returns:
+            (our name -> tensor, checkpoint keys no rule used, checkpoint keys a rule needed but missing)
+
+        Raises:
+            LoadingError: a tensor its layout transform cannot convert (a fused q/k/v that won't split in 3).
+        """
+        mapped = self.map_checkpoint(hf_keys, get)
+        if mapped.mismatched:
+            raise LoadingError(mismatched=mapped.mismatched)
+        return mapped.ours, mapped.unexpected, mapped.missing_hf
 
     def _current_name(self, hf_name: str) -> str:
         """``hf_name`` with every ``load_aliases`` rewrite applied (old name -> current name)."""

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minitransformer.models.config_checks import check_config
+
 C = TypeVar("C", bound="Config")
 M = TypeVar("M", bound="PreTrainedModel")
 
@@ -29,6 +31,9 @@ class Config:
     """
 
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_config(self)  # sizes positive ints, heads dividing the width... (models/config_checks.py)
 
     @classmethod
     def from_dict(cls: type[C], config: dict[str, Any]) -> C:

@@ -86,6 +86,7 @@ class BertConfig(Config):
             if self.label2id is None:
                 self.label2id = {v: k for k, v in self.id2label.items()}
         get_activation(self.hidden_act)  # fail early on an unknown activation name
+        super().__post_init__()
 
     @property
     def num_labels(self) -> int:

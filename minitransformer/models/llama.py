@@ -124,6 +124,7 @@ class Qwen2Config(LlamaConfig):
         if self.use_sliding_window:
             raise NotImplementedError("Qwen2 with use_sliding_window=True is not supported; "
                                       "set use_sliding_window to false in config.json")
+        super().__post_init__()
 
     @property
     def qkv_bias(self) -> bool:

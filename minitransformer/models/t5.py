@@ -106,6 +106,7 @@ class T5Config(Config):
             raise ValueError(f"feed_forward_proj={self.feed_forward_proj!r}: expected 'ACT' or 'gated-ACT', "
                              "e.g. 'relu' (T5 v1.0) or 'gated-gelu' (T5 v1.1)")
         get_activation(self.dense_act_fn)  # fail early on an unknown activation name
+        super().__post_init__()
 
     @property
     def is_gated_act(self) -> bool:
