@@ -56,19 +56,26 @@ def resolve_checkpoint_dir(path_or_repo_id: str | os.PathLike, revision: str | N
 
 
 def _snapshot(repo_id: str, revision: str | None) -> Path:
+    folder = hub_snapshot(repo_id, revision, WEIGHT_PATTERNS)
+    if not any(folder.glob("*.safetensors")):
+        folder = hub_snapshot(repo_id, revision, BIN_PATTERNS)  # older repos only have pytorch_model.bin
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{repo_id!r} resolved to {folder}, which has no config.json")
+    return folder
+
+
+def hub_snapshot(repo_id: str, revision: str | None, patterns: list[str]) -> Path:
+    """The snapshot folder of a hub repository with its files that match ``patterns``, cached or downloaded.
+
+    Used for the weights here and for the tokenizer files by ``minitransformer.tokenizers``.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     cache_dir, offline = hub_cache_dir(), hub_offline()
-
-    def download(patterns: list[str]) -> Path:
+    try:
         return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir,
                                       local_files_only=offline, allow_patterns=patterns))
-
-    try:
-        folder = download(WEIGHT_PATTERNS)
-        if not any(folder.glob("*.safetensors")):
-            folder = download(BIN_PATTERNS)  # older repos only have pytorch_model.bin
     except HFValidationError as err:
         raise FileNotFoundError(f"{repo_id!r} is neither a local directory nor a valid hub id ({err})") from err
     except LocalEntryNotFoundError as err:
@@ -76,6 +83,3 @@ def _snapshot(repo_id: str, revision: str | None) -> Path:
         hint = ("HF_HUB_OFFLINE is set, so nothing is downloaded: unset it, or download first with "
                 f"`hf download {repo_id}`" if offline else "check the id and your network")
         raise FileNotFoundError(f"{where}{repo_id!r} is not in the hub cache at {cache_dir}; {hint}") from err
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{repo_id!r} resolved to {folder}, which has no config.json")
-    return folder

@@ -16,6 +16,7 @@ tensor([[1, 0], [1, 1]])
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from .pretokenize import Metaspace, PreTokenizer
 from .processors import Decoder, PostProcessor
 
 _CACHE_LIMIT = 200_000  # pieces; past this the cache stops growing, so memory stays bounded
+_SURROGATE = regex.compile(r"[\ud800-\udfff]")
 
 
 class TokenizerFileError(ValueError):
@@ -49,6 +51,74 @@ class AddedToken:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         return {"id": d.pop("id"), "content": d.pop("content"), **d}
+
+
+def check_text(text: Any, name: str = "text") -> str:
+    """Every text that comes in passes here: a ``str`` of real characters, or an error that says why.
+
+    A lone surrogate (``"\\ud800"``) is half of a UTF-16 pair, not a character: it has no UTF-8
+    bytes, so no tokenizer can give it ids. ``tokenizers`` refuses it too (with a ``TypeError``);
+    we say where it is and how to clean the text.
+    """
+    if not isinstance(text, str):
+        hint = ""
+        if isinstance(text, (bytes, bytearray)):
+            hint = ": decode the bytes first, text.decode('utf-8')"
+        elif isinstance(text, (list, tuple)):
+            hint = ": for a batch of texts, call the tokenizer itself, tokenizer(texts)"
+        raise TypeError(f"{name} must be a str, got {type(text).__name__}{hint}")
+    if not text.isascii() and (m := _SURROGATE.search(text)):
+        raise ValueError(
+            f"{name} has a lone surrogate U+{ord(m.group()):04X} at index {m.start()}: half of a UTF-16 "
+            "pair, not a character, so it has no UTF-8 bytes to tokenize. Clean the text first, e.g. "
+            "text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace') joins split pairs "
+            "and turns the rest into U+FFFD"
+        )
+    return text
+
+
+def check_texts(texts: Any, name: str) -> list[str]:
+    """A batch: one ``str``, or a list (or tuple) of them; each is checked by ``check_text``."""
+    if isinstance(texts, str):
+        return [check_text(texts, name)]
+    if not isinstance(texts, (list, tuple)):
+        raise TypeError(f"{name} must be a str or a list of str, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if isinstance(t, (list, tuple)):
+            raise TypeError(f"{name}[{i}] is a {type(t).__name__}: each text of a batch is one str "
+                            "(words split beforehand are not supported: join them with spaces)")  # fmt: skip
+    return [check_text(t, f"{name}[{i}]") for i, t in enumerate(texts)]
+
+
+def check_ids(ids: Any, name: str = "ids") -> list[int]:
+    """Token ids as a list of Python ints; a ``TypeError`` that names the culprit for anything else.
+
+    Accepted: a list or tuple of ints (numpy integers and 0-d integer tensors included), or a 1-D
+    integer tensor or array. Floats are refused rather than rounded: ``1.7`` is no token's id.
+    """
+    if hasattr(ids, "ndim") and hasattr(ids, "tolist"):  # a torch tensor or a numpy array
+        if ids.ndim != 1:
+            hint = "use batch_decode for a batch" if ids.ndim > 1 else "wrap a single id in a list"
+            raise TypeError(f"{name} must be 1-D, got {ids.ndim}-D (shape {tuple(ids.shape)}): {hint}")
+        values, dtype = ids.tolist(), f" ({name} has dtype {ids.dtype})"
+    elif isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise TypeError(
+            f"{name} must be a sequence of int token ids, got {type(ids).__name__}"
+            + (": wrap a single id in a list" if isinstance(ids, numbers.Number) else "")
+        )
+    else:
+        values, dtype = ids, ""
+    out = []
+    for position, i in enumerate(values):
+        if getattr(i, "ndim", None) == 0 and hasattr(i, "item"):  # a numpy scalar or a 0-d tensor
+            i = i.item()
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise TypeError(
+                f"{name}[{position}] is {i!r}, a {type(i).__name__}{dtype}: token ids must be integers. "
+                "If these really are ids, convert them first (ids.long() for a tensor, [int(i) for i in ids])"
+            )
+        out.append(int(i))
+    return out
 
 
 class BatchEncoding(dict):
@@ -189,8 +259,13 @@ class Tokenizer:
         return ids
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """The ids of ``text``; ``add_special_tokens`` wraps them as the post-processor says."""
-        ids = self._encode_text(text)
+        """The ids of ``text``; ``add_special_tokens`` wraps them as the post-processor says.
+
+        Raises:
+            TypeError: ``text`` is not a ``str`` (for a batch, call the tokenizer itself).
+            ValueError: ``text`` has a lone surrogate, which no tokenizer can encode.
+        """
+        ids = self._encode_text(check_text(text))
         if add_special_tokens and self.post_processor is not None:
             ids, _ = self.post_processor.process(ids)
         return ids
@@ -203,8 +278,8 @@ class Tokenizer:
         merge with the next chunk. Added tokens must not straddle two chunks.
         """
         carry = ""
-        for chunk in chunks:
-            buffer = carry + chunk
+        for number, chunk in enumerate(chunks):
+            buffer = carry + check_text(chunk, f"chunk {number}")
             cut = self._stream_cut(buffer)
             if cut > 0:
                 yield from self._encode_text(buffer[:cut])
@@ -216,35 +291,62 @@ class Tokenizer:
         """Where ``buffer`` can be cut without changing its ids: before its last run of whitespace.
 
         Right for pre-tokenizers that split at whitespace (BERT, Metaspace); byte-level BPE
-        overrides it because GPT-2's pattern glues a space to the word after it.
+        overrides it because GPT-2's pattern glues a space to the word after it. The character
+        before the cut must stay itself when normalized: one that becomes a space or nothing
+        (a tab, a control character) could join the run after it (``Replace(" {2,}", " ")``).
         """
         spaces = spaces or self._stream_spaces
         i = len(buffer)
-        while i > 0 and buffer[i - 1] not in spaces:  # step back over an unfinished word
-            i -= 1
-        while i > 0 and buffer[i - 1] in spaces:  # and over the whitespace before it
-            i -= 1
-        return i
+        while i > 0:
+            while i > 0 and buffer[i - 1] not in spaces:  # step back over an unfinished word
+                i -= 1
+            while i > 0 and buffer[i - 1] in spaces:  # and over the whitespace before it
+                i -= 1
+            if i == 0 or self._ends_a_word(buffer[i - 1]):
+                return i
+        return 0
+
+    def _ends_a_word(self, char: str) -> bool:
+        """Whether ``char`` normalizes to something that ends in a character other than whitespace."""
+        if self.normalizer is None:
+            return True
+        normalized = self.normalizer(char)
+        return bool(normalized) and not normalized[-1].isspace()
 
     # ------------------------------------------------------------------ decoding
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
-        """Text of ``ids``. Unknown ids are skipped; bytes that are not UTF-8 become U+FFFD."""
+        """Text of ``ids``. Unknown ids are skipped; bytes that are not UTF-8 become U+FFFD.
+
+        ``ids`` is a list of ints or a 1-D integer tensor; anything else is a ``TypeError``.
+        """
+        return self._decode(check_ids(ids), skip_special_tokens)
+
+    def batch_decode(self, sequences: Iterable[Iterable[int]], skip_special_tokens: bool = False) -> list[str]:
+        """The text of each sequence: a list of id lists, or a 2-D integer tensor of shape ``(B, T)``."""
+        if getattr(sequences, "ndim", 2) != 2:
+            raise TypeError(f"sequences must be 2-D (B, T), got {sequences.ndim}-D: use decode for one")
+        texts = []
+        for b, ids in enumerate(sequences):
+            if isinstance(ids, numbers.Number):
+                raise TypeError(f"sequences[{b}] is a single id, {ids!r}: batch_decode takes a list of "
+                                "sequences; use decode for one sequence")  # fmt: skip
+            texts.append(self._decode(check_ids(ids, f"sequences[{b}]"), skip_special_tokens))
+        return texts
+
+    def _decode(self, ids: list[int], skip_special_tokens: bool) -> str:
         reverse = self._id_to_token_map()
         tokens = []
         for i in ids:
-            token = reverse.get(int(i))
+            token = reverse.get(i)
             if token is None:
                 continue
-            if skip_special_tokens and int(i) in self._added_by_id and self._added_by_id[int(i)].special:
+            if skip_special_tokens and i in self._added_by_id and self._added_by_id[i].special:
                 continue
             tokens.append(token)
         if self.decoder is None:
             return " ".join(tokens)
         return self.decoder(tokens)
-
-    def batch_decode(self, sequences: Iterable[Iterable[int]], skip_special_tokens: bool = False) -> list[str]:
-        return [self.decode(ids, skip_special_tokens) for ids in sequences]
 
     # ------------------------------------------------------------------ batching (transformers semantics)
 
@@ -318,12 +420,12 @@ class Tokenizer:
             ``input_ids``, ``attention_mask`` and, for models that use them, ``token_type_ids``.
         """
         single = isinstance(text, str)
-        texts = [text] if single else list(text)
+        texts = check_texts(text, "text")
         pairs: list[str | None]
         if text_pair is None:
             pairs = [None] * len(texts)
         else:
-            pairs = [text_pair] if isinstance(text_pair, str) else list(text_pair)
+            pairs = list(check_texts(text_pair, "text_pair"))
             if len(pairs) != len(texts):
                 raise ValueError(f"got {len(texts)} texts but {len(pairs)} text pairs")
 

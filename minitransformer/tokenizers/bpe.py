@@ -19,7 +19,7 @@ import heapq
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .base import AddedToken, Tokenizer
+from .base import AddedToken, Tokenizer, check_text
 from .byte_level import to_byte_chars
 from .normalize import Normalizer
 from .pretokenize import PATTERNS, ByteLevel, PreTokenizer, Split
@@ -104,6 +104,7 @@ class BPETokenizer(Tokenizer):
         from .bpe_train import train_bpe
 
         pre_tokenizer = _byte_level_pre_tokenizer(pattern)
+        texts = (check_text(text, f"texts[{i}]") for i, text in enumerate(texts))
         vocab, merges = train_bpe(
             texts, pre_tokenizer.split, vocab_size, min_frequency, list(special_tokens), show_progress
         )
@@ -202,8 +203,14 @@ class BPETokenizer(Tokenizer):
             offset, last, last_id = offset + len(last), segment, added_id
         if last_id is not None:
             return offset + len(last)
-        starts = [m.start() for m in pattern.finditer(last)]
-        return offset + (starts[-1] if starts else 0)
+        matches = list(pattern.finditer(last))
+        # Before the last piece, unless the text before it splits otherwise on its own: in
+        # "\r\nthe", "\s+(?!\S)" gives "\r" then "\n", but "\r\n" alone is one piece.
+        for k in range(len(matches) - 1, 0, -1):
+            start = matches[k].start()
+            if pattern.findall(last[:start]) == [m.group() for m in matches[:k]]:
+                return offset + start
+        return offset
 
     # ------------------------------------------------------------------ io
 

@@ -34,7 +34,8 @@ def load_tokenizer(path_or_repo_id: str | Path) -> Tokenizer:
     supplies the pad token, ``model_max_length`` and the padding side.
 
     Raises:
-        TokenizerFileError: the file is corrupt, of an unknown kind, or inconsistent.
+        TokenizerFileError: the file is corrupt, of an unknown kind, or inconsistent (an id that is
+            negative, shared, far past the vocabulary, or not the one ``tokenizers`` would give).
         FileNotFoundError: neither a local path nor a Hub repository (in the cache, when offline).
     """
     path = Path(path_or_repo_id)
@@ -64,16 +65,18 @@ def load_tokenizer(path_or_repo_id: str | Path) -> Tokenizer:
 
 
 def _from_hub(repo_id: str) -> Path:
-    """Download (or find in the cache) a Hub repository's tokenizer files; returns their folder."""
-    from huggingface_hub import snapshot_download
+    """Find in the cache (or download) a Hub repository's tokenizer files; returns their folder.
+
+    The same resolution as ``from_pretrained``'s (``loading/hub.py``): ``HF_HOME`` and
+    ``HF_HUB_OFFLINE`` are read at each call, so setting them in a running program takes effect.
+    """
+    from minitransformer.loading.hub import hub_snapshot
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=list(TOKENIZER_FILES)))
-    except Exception as e:  # the hub raises many kinds: offline, missing repo, invalid id...
-        raise FileNotFoundError(
-            f"{repo_id!r} is not a local path, and the Hugging Face Hub could not provide it "
-            f"({type(e).__name__}: {e}). With HF_HUB_OFFLINE=1 it must already be in the cache (HF_HOME)."
-        ) from e
+        return hub_snapshot(repo_id, None, list(TOKENIZER_FILES))
+    except FileNotFoundError as e:
+        message = f"{repo_id!r} is not a local path, so it was looked up on the Hub: {e}"
+        raise FileNotFoundError(message) from e
 
 
 def _read_config(directory: Path) -> dict[str, Any]:
@@ -143,14 +146,14 @@ def tokenizer_from_dict(doc: dict[str, Any]) -> Tokenizer:
         parts["post_processor"] = parts["post_processor"] or _NoSpecialTokens()
         parts["decoder"] = parts["decoder"] or _JoinDecoder()
         tok = BPETokenizer(
-            model["vocab"], merges, **parts,  # type: ignore[arg-type]
+            check_vocab_ids(model["vocab"]), merges, **parts,  # type: ignore[arg-type]
             unk_token=model.get("unk_token"), continuing_subword_prefix=model.get("continuing_subword_prefix"),
             end_of_word_suffix=model.get("end_of_word_suffix"), ignore_merges=model.get("ignore_merges", False),
             byte_fallback=model.get("byte_fallback", False), fuse_unk=model.get("fuse_unk", False),
         )  # fmt: skip
     elif kind == "WordPiece":
         tok = WordPieceTokenizer(
-            model["vocab"], **parts,  # type: ignore[arg-type]
+            check_vocab_ids(model["vocab"]), **parts,  # type: ignore[arg-type]
             unk_token=model.get("unk_token", "[UNK]"), continuing_subword_prefix=model.get("continuing_subword_prefix", "##"),
             max_input_chars_per_word=model.get("max_input_chars_per_word", 100),
         )  # fmt: skip
@@ -163,10 +166,67 @@ def tokenizer_from_dict(doc: dict[str, Any]) -> Tokenizer:
         )
     else:
         raise ValueError(f"unknown model type {kind!r}; supported: BPE, WordPiece, Unigram")
+    model_size = len(tok.pieces) if isinstance(tok, UnigramTokenizer) else len(tok._model_vocab())
+    check_added_token_ids(tok.added_tokens, tok._model_vocab(), model_size)
     padding = doc.get("padding")
     if isinstance(padding, dict) and padding.get("pad_token"):
         tok.pad_token = padding["pad_token"]
     return tok
+
+
+def check_vocab_ids(vocab: Any) -> dict[str, int]:
+    """A BPE or WordPiece vocabulary ``{token: id}``, checked: each id names one row of the embedding table.
+
+    So an id is an integer, not negative, shared by no other token, and not far past the number
+    of tokens: ``{"a": 0, "b": 10**9}`` would ask for a table of a billion rows. (``tokenizers``
+    refuses negative ids but takes that one.) Unused ids are tolerated, as real files have a few,
+    up to as many as there are tokens.
+    """
+    if not isinstance(vocab, dict):
+        raise ValueError(f"the model's 'vocab' must map each token to its id, got a {type(vocab).__name__}")
+    n = len(vocab)
+    owner: dict[int, str] = {}
+    for token, i in vocab.items():
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise ValueError(f"token {token!r} has id {i!r}: ids are integers; fix it in the file")
+        if i < 0:
+            raise ValueError(f"token {token!r} has id {i}: ids are rows of the embedding table and cannot be "
+                             "negative; fix it in the file")  # fmt: skip
+        if i >= 2 * n:
+            raise ValueError(
+                f"token {token!r} has id {i}, far past the {n} tokens of the vocabulary: ids are rows of the "
+                f"embedding table, which this id would make {i + 1} rows long; fix it in the file "
+                f"(ids run 0..{n - 1})"
+            )
+        if i in owner:
+            raise ValueError(f"tokens {owner[i]!r} and {token!r} both have id {i}: an id names one token; "
+                             "fix one of them in the file")  # fmt: skip
+        owner[i] = token
+    return vocab
+
+
+def check_added_token_ids(added: list[AddedToken], model_vocab: dict[str, int], model_size: int) -> None:
+    """Each added token must have the id ``tokenizers`` gives it, or the two would encode differently.
+
+    ``tokenizers`` does not take the id from the file: a token of the model's vocabulary keeps its
+    id there, any other gets the next free id after the vocabulary and the added tokens before it.
+    """
+    given: dict[str, int] = {}
+    for t in added:
+        if not isinstance(t.content, str) or not t.content:
+            raise ValueError(f"the added token with id {t.id!r} has content {t.content!r}: it must be a "
+                             "non-empty string; fix or remove it in the file")  # fmt: skip
+        if t.content in given:
+            expected, why = given[t.content], "the id of the same token listed earlier"
+        elif t.content in model_vocab:
+            expected, why = model_vocab[t.content], "its id in the model's vocabulary"
+        else:
+            expected = max(model_size, max(given.values(), default=-1) + 1)
+            why = "the next free id after the model's vocabulary and the added tokens before it"
+        if isinstance(t.id, bool) or not isinstance(t.id, int) or t.id != expected:
+            raise ValueError(f"added token {t.content!r} has id {t.id!r}, but tokenizers gives it {expected} "
+                             f"({why}); fix the id in the file")  # fmt: skip
+        given[t.content] = expected
 
 
 def _guess_model_type(model: dict[str, Any]) -> str:
@@ -211,9 +271,11 @@ def from_vocab_and_merges(vocab_path: str | Path, merges_path: str | Path) -> BP
     if not merges_path.is_file():
         raise TokenizerFileError(f"{vocab_path}: found vocab.json but no merges.txt beside it ({merges_path})")
     try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+        vocab = check_vocab_ids(json.loads(vocab_path.read_text(encoding="utf-8")))
     except json.JSONDecodeError as e:
         raise TokenizerFileError(f"{vocab_path}: not valid JSON ({e})") from e
+    except ValueError as e:
+        raise TokenizerFileError(f"{vocab_path}: {e}") from e
     merges: list[tuple[str, str]] = []
     for number, line in enumerate(merges_path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.startswith("#version") or not line.strip():
@@ -239,7 +301,7 @@ def from_vocab_txt(path: str | Path, config: dict[str, Any] | None = None) -> Wo
         tokens.pop()
     vocab: dict[str, int] = {}
     for i, token in enumerate(tokens):
-        vocab.setdefault(token.rstrip("\r"), i)
+        vocab[token.rstrip("\r")] = i  # a line seen twice keeps its last id, as in tokenizers
     missing = [t for t in ("[UNK]", "[CLS]", "[SEP]") if t not in vocab]
     if missing:
         raise TokenizerFileError(f"{path}: not a BERT vocabulary, it lacks {', '.join(missing)}")

@@ -136,11 +136,15 @@ class Replace(Normalizer):
 
 
 class Strip(Normalizer):
+    """Strip Unicode White_Space (not ``str.strip()``, which also strips U+001C..U+001F)."""
+
+    _left, _right = regex.compile(r"\A\p{White_Space}+"), regex.compile(r"\p{White_Space}+\Z")
+
     def __call__(self, text: str) -> str:
         if self.spec.get("strip_left", True):
-            text = text.lstrip()
+            text = self._left.sub("", text)
         if self.spec.get("strip_right", True):
-            text = text.rstrip()
+            text = self._right.sub("", text)
         return text
 
 

@@ -61,6 +61,8 @@ class ByteLevel(PreTokenizer):
         self.regex = regex.compile(pattern)
 
     def split(self, text: str) -> list[str]:
+        if not text:
+            return []  # nothing to put a space before, as in tokenizers
         if self.add_prefix_space and not text.startswith(" "):
             text = " " + text  # so that the first word gets the same token as every other word
         return self.regex.findall(text) if self.use_regex else [text]
@@ -117,6 +119,8 @@ class Metaspace(PreTokenizer):
         self.do_split = split
 
     def split(self, text: str, first: bool = True) -> list[str]:
+        if not text:
+            return []  # a text that normalized to nothing gets no ``▁`` either, as in tokenizers
         text = text.replace(" ", self.replacement)
         prepend = self.prepend_scheme == "always" or (self.prepend_scheme == "first" and first)
         if prepend and not text.startswith(self.replacement):
@@ -145,8 +149,15 @@ class Whitespace(PreTokenizer):
 
 
 class WhitespaceSplit(PreTokenizer):
+    """Split on Unicode White_Space, as Rust's ``char::is_whitespace`` does.
+
+    Not ``str.split()``: Python also counts the separators U+001C..U+001F as space.
+    """
+
+    _regex = regex.compile(r"[^\p{White_Space}]+")
+
     def split(self, text: str) -> list[str]:
-        return text.split()
+        return self._regex.findall(text)
 
 
 class Sequence(PreTokenizer):

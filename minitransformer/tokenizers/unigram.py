@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .base import AddedToken, Tokenizer
+from .base import AddedToken, Tokenizer, check_text
 from .normalize import Normalizer
 from .pretokenize import Metaspace, PreTokenizer
 from .processors import Decoder, MetaspaceDecoder, PostProcessor
@@ -53,8 +53,11 @@ class UnigramTokenizer(Tokenizer):
             added_tokens,
         )
         self.pieces = [(str(p), float(s)) for p, s in pieces]
-        if unk_id is not None and not 0 <= unk_id < len(self.pieces):
-            raise ValueError(f"unk_id {unk_id} is outside the vocabulary of {len(self.pieces)} pieces")
+        n = len(self.pieces)
+        is_index = isinstance(unk_id, int) and not isinstance(unk_id, bool) and 0 <= unk_id < n
+        if unk_id is not None and not is_index:
+            raise ValueError(f"unk_id {unk_id!r} is outside the vocabulary of {n} pieces "
+                             f"(an int in 0..{n - 1})")  # fmt: skip
         self.unk_id = unk_id
         self.byte_fallback = byte_fallback
         self.vocab = {p: i for i, (p, _) in enumerate(self.pieces)}
@@ -76,6 +79,7 @@ class UnigramTokenizer(Tokenizer):
         from .unigram_train import train_unigram
 
         pre_tokenizer = Metaspace()
+        texts = (check_text(text, f"texts[{i}]") for i, text in enumerate(texts))
         pieces = train_unigram(texts, pre_tokenizer.split, vocab_size, list(special_tokens), show_progress, **options)
         added = [AddedToken(t, i) for i, t in enumerate(special_tokens)]
         return cls(pieces, unk_id=0 if special_tokens else None, pre_tokenizer=pre_tokenizer, added_tokens=added)

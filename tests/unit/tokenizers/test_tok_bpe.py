@@ -87,3 +87,9 @@ def test_merge_naming_unknown_token_is_a_clear_error():
 @given(st.text())
 def test_decode_encode_round_trip_any_unicode(tok, s):
     assert tok.decode(tok.encode(s)) == s
+
+
+@pytest.mark.parametrize("chunks", [["\r\nthe"], ["a \r", "\nthe"], ["x\n\n\n", "y"], ["a\t \n", " b"]])
+def test_streaming_cut_keeps_whitespace_that_a_word_follows(tok, chunks):
+    # GPT-2's "\s+(?!\S)" gives "\r", "\n", "the" for "\r\nthe", but "\r\n" alone is one piece.
+    assert list(tok.encode_iterable(chunks)) == tok.encode("".join(chunks))

@@ -37,3 +37,14 @@ def test_encode_iterable_equals_encode(tok):
 def test_bad_unk_id():
     with pytest.raises(ValueError, match="unk_id 9 is outside"):
         UnigramTokenizer(PIECES, unk_id=9)
+
+
+@pytest.mark.parametrize("chunks", [["\t ", "ab"], [" \x15 b"], ["ab\x15", "  ab"], ["a\n", " b\t", " c"]])
+def test_encode_iterable_with_a_normalizer_that_joins_spaces(chunks):
+    # Nmt turns tabs and newlines into spaces and drops "\x15"; Replace then joins runs of spaces.
+    from minitransformer.tokenizers.normalize import Nmt, Replace, Sequence
+
+    spec = {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}
+    normalizer = Sequence({"type": "Sequence"}, [Nmt(), Replace(spec)])
+    tok = UnigramTokenizer(PIECES, unk_id=0, normalizer=normalizer)
+    assert list(tok.encode_iterable(chunks)) == tok.encode("".join(chunks), add_special_tokens=False)
