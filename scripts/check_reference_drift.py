@@ -615,7 +615,9 @@ def report(
         f"outcomes differ: {len(differences)}",
     ]
     drifted = [d for d in differences if d.newest in FAILING]
-    if status == 0:
+    if status == 0 and all(row[3] == "no" for row in versions):
+        parts.append("OK: the pins are the newest releases and parity holds; nothing to bump")
+    elif status == 0:
         parts.append("OK: parity holds on the newest references; regenerate constraints.txt (docs/setup.md)")
     elif drifted:
         parts.append(
