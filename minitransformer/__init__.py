@@ -1,11 +1,51 @@
 """minitransformer: every part of a transformer, from scratch, proven equal to HuggingFace.
 
-Layers live in :mod:`minitransformer.layers`, tokenizers in :mod:`minitransformer.tokenizers`.
+    import minitransformer as mt
+    mt.layers.MultiHeadAttention(...)             # the shared layers
+    mt.models.GPT2(mt.models.GPT2Config.from_name("gpt2-tiny"))
+    model = mt.from_pretrained("path/or/hub-id")  # or mt.AutoModelForCausalLM.from_pretrained(...)
+    model.generate(ids, max_new_tokens=20)        # see mt.generation
+    tok = mt.load_tokenizer("path/or/hub-id")     # see mt.tokenizers
+
+The submodules (``layers``, ``models``, ``tokenizers``, ``generation``, ``loading``, ``viz``,
+``testing``, ``exercises``) and the Auto classes are reachable from here; each is imported the
+first time it is used, so ``import minitransformer`` stays quick.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+SUBMODULES = ("layers", "models", "tokenizers", "generation", "loading", "viz", "testing", "exercises")
+#: Names exported from a submodule, imported on first use: name -> submodule.
+LAZY_NAMES = {
+    "AutoConfig": "loading",
+    "AutoModel": "loading",
+    "AutoModelForCausalLM": "loading",
+    "AutoModelForMaskedLM": "loading",
+    "AutoModelForSequenceClassification": "loading",
+    "AutoModelForSeq2SeqLM": "loading",
+    "save_pretrained": "loading",
+    "GenerationConfig": "generation",
+}
+
+__all__ = ["__version__", "from_pretrained", "load_tokenizer", *SUBMODULES, *LAZY_NAMES]
+
+
+def __getattr__(name: str) -> Any:
+    """``minitransformer.models``, ``minitransformer.AutoModel``...: imported when first asked for."""
+    if name in SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in LAZY_NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{LAZY_NAMES[name]}"), name)
+    raise AttributeError(f"module 'minitransformer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def load_tokenizer(path_or_repo_id: str, **kwargs):

@@ -11,6 +11,11 @@ Everything that does not change during a generation is built once, before the fi
 each step takes a slice of it: the (B, 1, L, L) attention mask, the (B, L) positions (counting real
 tokens only, as transformers' ``generate`` passes them: see :func:`generation_positions`), the cache.
 
+A session knows a model only through its interface (``models/base.py``): ``build_mask``,
+``new_cache``, ``dtype``, and for T5 ``encode``/``decode``; a new family needs no edit here. Every
+cache is driven alike: ``cache.prepare(T)`` before a forward, ``cache.advance(T)`` after (a dynamic
+cache counts by itself and ignores both; a static one needs them to know its slots).
+
 Shapes: B batch (times the beams in beam search), L buffer length, V vocabulary.
 """
 
@@ -18,22 +23,23 @@ from __future__ import annotations
 
 import torch
 
-from minitransformer.generation.cache import DynamicCache, EncoderDecoderCache, StaticCache
-from minitransformer.layers.masks import padding_mask, to_additive
+from minitransformer.layers.masks import to_additive
+from minitransformer.models.base import positions_from_attention_mask
 
 
 def prefill(model, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
     """Run the prompt (B, T) through the model, writing its keys and values into ``cache``.
 
-    Returns the logits of the last position (B, V): the prediction of the first new token.
+    ``mask`` is the prepared (B, 1, T, S) mask over the keys the cache returns. Returns the logits of
+    the last position (B, V): the prediction of the first new token.
     """
-    out = model(input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, logits_to_keep=1)
+    out = model(input_ids, prepared_mask=mask, position_ids=position_ids, past_key_values=cache, logits_to_keep=1)
     return out.logits[:, -1]  # (B, V)
 
 
 def decode_step(model, token: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
     """One new token (B, 1) against the cache: T = 1 query, S = cached tokens + 1 keys. Returns (B, V)."""
-    out = model(token, attention_mask=mask, position_ids=position_ids, past_key_values=cache, logits_to_keep=1)
+    out = model(token, prepared_mask=mask, position_ids=position_ids, past_key_values=cache, logits_to_keep=1)
     return out.logits[:, -1]  # (B, V)
 
 
@@ -41,7 +47,8 @@ class DecoderOnlySession:
     """Prefill and decode steps of a decoder-only model (GPT-2, LLaMA).
 
     Args:
-        model: the model; called as ``model(ids, attention_mask=4-D bool mask, position_ids=..., past_key_values=...)``.
+        model: a :class:`~minitransformer.models.base.DecoderOnlyModel`; called as
+            ``model(ids, prepared_mask=4-D mask, position_ids=..., past_key_values=...)``.
         prompt_mask: (B, P) 0/1 mask of the prompt (left padding), or None.
         prompt_length: P.
         total_length: L = P + max_new_tokens.
@@ -62,19 +69,13 @@ class DecoderOnlySession:
         if prompt_mask is not None:
             key_mask[:, :prompt_length] = prompt_mask
         self.positions = generation_positions(prompt_mask, B, prompt_length, L, device)  # (B, L)
-        allowed = model.attention_mask(key_mask, L, device=device)  # (B, 1, L, L) bool (+ Mistral's window)
+        allowed = model.build_mask(key_mask, L, device=device)  # (B, 1, L, L) bool (+ Mistral's window)
         # Additive (0 / most negative), made once: attention adds a float mask as it is, while a bool one
         # is converted and checked for fully masked rows at every layer of every step. Only padding
         # queries have no key at all, and no real token reads their outputs.
-        self.mask = to_additive(allowed, next(model.parameters()).dtype)  # (B, 1, L, L)
+        self.mask = to_additive(allowed, model.dtype)  # (B, 1, L, L)
         self.static = use_cache and cache_implementation == "static"
-        self.cache = None
-        if self.static:
-            self.cache = StaticCache(len(model_layers(model)), B, *kv_shape(model), max_cache_len=L,
-                                     dtype=next(model.parameters()).dtype, device=device)
-            self.slots = torch.arange(L, device=device)  # (L,) cache slot of each buffer position
-        elif use_cache:
-            self.cache = DynamicCache(len(model_layers(model)), capacity=L)
+        self.cache = model.new_cache(B, L, static=self.static, device=device) if use_cache else None
         self.step_model = model
         if compile:
             self.step_model = torch.compile(model, **({"dynamic": False} | (compile if isinstance(compile, dict) else {})))
@@ -82,24 +83,22 @@ class DecoderOnlySession:
     def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, L): run the prompt tokens[:, :P]; return the next-token logits (B, V)."""
         P = self.prompt_length
-        if self.static:
-            self.cache.cache_position = self.slots[:P]
+        if self.cache is None:
+            return prefill(self.model, tokens[:, :P], self.mask[:, :, :P, :P], self.positions[:, :P], None)
+        self.cache.prepare(P)
         logits = prefill(self.model, tokens[:, :P], self.mask[:, :, :P, :self.key_length(P)],
                          self.positions[:, :P], self.cache)
-        if self.static:
-            self.cache.seen = P
+        self.cache.advance(P)
         return logits
 
     def decode(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         """Logits (B, V) of the token at ``pos``, given tokens[:, :pos]."""
         if self.cache is None:  # no cache: the whole sequence again, O(pos) work per layer for every token
             return prefill(self.model, tokens[:, :pos], self.mask[:, :, :pos, :pos], self.positions[:, :pos], None)
-        if self.static:
-            self.cache.cache_position = self.slots[pos - 1:pos]
+        self.cache.prepare(1)
         logits = decode_step(self.step_model, tokens[:, pos - 1:pos], self.mask[:, :, pos - 1:pos, :self.key_length(pos)],
                              self.positions[:, pos - 1:pos], self.cache)
-        if self.static:
-            self.cache.seen = pos
+        self.cache.advance(1)
         return logits
 
     def key_length(self, end: int) -> int:
@@ -120,7 +119,8 @@ class EncoderDecoderSession:
     prompt is the start token alone, so prefill is a step of T = 1 like the others.
 
     Args:
-        model: a T5; called as ``model.decode(ids, encoder_hidden_states, encoder mask, past_key_values=...)``.
+        model: an :class:`~minitransformer.models.base.EncoderDecoderModel` (T5); called as
+            ``model.encode(ids, mask)`` once and ``model.decode(ids, encoder_hidden_states, mask, past_key_values=...)``.
         input_ids: (B, S) the encoder input. attention_mask: its (B, S) 0/1 mask, or None.
         num_beams: K; every input's encoder output is repeated for its K rows (B * K rows): its K beams,
             or its K sampled sequences (``num_return_sequences``).
@@ -139,26 +139,19 @@ class EncoderDecoderSession:
                  cache_implementation: str = "dynamic", compile: bool | dict = False):
         self.model = model
         self.encoder_hidden_states = model.encode(input_ids, attention_mask).last_hidden_state  # (B, S, C)
-        # Bool (B, 1, 1, S), made once: a 0/1 mask is checked and converted at every step otherwise.
-        self.encoder_mask = None if attention_mask is None else padding_mask(attention_mask)
+        self.encoder_mask = attention_mask  # (B, S) 0/1 or None
         if num_beams > 1:  # every beam reads the same encoder output
             self.encoder_hidden_states = self.encoder_hidden_states.repeat_interleave(num_beams, dim=0)
             if self.encoder_mask is not None:
-                self.encoder_mask = self.encoder_mask.repeat_interleave(num_beams, dim=0)  # (B * K, 1, 1, S)
-        rows, num_layers = self.encoder_hidden_states.shape[0], model.config.num_decoder_layers
+                self.encoder_mask = self.encoder_mask.repeat_interleave(num_beams, dim=0)  # (B * K, S)
+        rows = self.encoder_hidden_states.shape[0]
         self.static = use_cache and cache_implementation == "static"
+        if self.static and total_length is None:
+            raise ValueError("cache_implementation='static' needs total_length=1 + max_new_tokens: "
+                             "the decoder tokens to preallocate slots for")
         self.cache = None
-        if self.static:
-            if total_length is None:
-                raise ValueError("cache_implementation='static' needs total_length=1 + max_new_tokens: "
-                                 "the decoder tokens to preallocate slots for")
-            attn = model.decoder.layers[0].self_attn
-            self_attention = StaticCache(num_layers, rows, attn.num_kv_heads, attn.head_dim, max_cache_len=total_length,
-                                         dtype=next(model.parameters()).dtype, device=input_ids.device)
-            self.cache = EncoderDecoderCache(num_layers, self_attention=self_attention)
-            self.slots = torch.arange(total_length, device=input_ids.device)  # (L,) cache slot of each position
-        elif use_cache:
-            self.cache = EncoderDecoderCache(num_layers, capacity=total_length or 0)
+        if use_cache:
+            self.cache = model.new_cache(rows, total_length or 0, static=self.static, device=input_ids.device)
         self.step_decode = model.decode
         if compile:
             options = {"dynamic": False} | (compile if isinstance(compile, dict) else {})
@@ -170,6 +163,8 @@ class EncoderDecoderSession:
 
     def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
         """The decoder's prompt is the start token alone: (B, 1). Returns the next-token logits (B, V)."""
+        if self.cache is None:
+            return self.run(self.model.decode, tokens[:, :1])
         return self.step(self.model.decode, tokens, 1)
 
     def decode(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
@@ -180,11 +175,9 @@ class EncoderDecoderSession:
 
     def step(self, decode, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         """Token pos - 1 (B, 1) against the caches; in a static cache it fills slot pos - 1."""
-        if self.static:
-            self.cache.self_attention.cache_position = self.slots[pos - 1:pos]
+        self.cache.prepare(1)
         logits = self.run(decode, tokens[:, pos - 1:pos])
-        if self.static:
-            self.cache.self_attention.seen = pos
+        self.cache.advance(1)
         return logits
 
     def reorder(self, index: torch.Tensor) -> None:
@@ -211,22 +204,6 @@ def generation_positions(prompt_mask: torch.Tensor | None, batch_size: int, prom
         tensor([[0, 0, 1, 2, 3],
                 [0, 1, 0, 1, 2]])
     """
-    # imported here, not at the top: the models import generation (GenerationMixin)
-    from minitransformer.models.base import positions_from_attention_mask
-
     prompt = positions_from_attention_mask(prompt_mask, prompt_length, device).expand(batch_size, -1)  # (B, P)
     steps = torch.arange(1, total_length - prompt_length + 1, device=device)  # (L - P,)
     return torch.cat([prompt, prompt[:, -1:] + steps], dim=1)  # (B, L)
-
-
-def model_layers(model) -> list:
-    """The decoder blocks of a decoder-only model."""
-    if hasattr(model, "transformer"):
-        return model.transformer.h  # GPT-2
-    return model.model.layers  # LLaMA
-
-
-def kv_shape(model) -> tuple[int, int]:
-    """(Hkv, D) of the self attention: what one cached key of one token looks like."""
-    attn = model_layers(model)[0].self_attn
-    return attn.num_kv_heads, attn.head_dim

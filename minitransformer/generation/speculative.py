@@ -18,9 +18,6 @@ from dataclasses import dataclass
 
 import torch
 
-from minitransformer.generation.cache import DynamicCache
-from minitransformer.generation.generate import context_length
-from minitransformer.generation.sessions import model_layers
 
 
 @dataclass
@@ -52,7 +49,7 @@ def speculative_generate(target, draft, input_ids: torch.Tensor, *, max_new_toke
         raise ValueError(f"the draft's vocab_size={draft.config.vocab_size} differs from the target's "
                          f"{target.config.vocab_size}: the two models must share a tokenizer")
     P = input_ids.shape[1]
-    limit = context_length(target.config)
+    limit = target.max_positions
     if limit is not None and P + max_new_tokens > limit:
         raise ValueError(f"max_new_tokens={max_new_tokens} after {P} prompt tokens passes the target's context "
                          f"of {limit}; use max_new_tokens <= {limit - P}")
@@ -61,7 +58,7 @@ def speculative_generate(target, draft, input_ids: torch.Tensor, *, max_new_toke
     eos = set() if eos_token_id is None else {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
 
     ids = input_ids[0].tolist()
-    target_cache, draft_cache = DynamicCache(len(model_layers(target))), DynamicCache(len(model_layers(draft)))
+    target_cache, draft_cache = target.new_cache(), draft.new_cache()
     drafted = accepted = target_forwards = 0
     with torch.no_grad():
         # Prefill the target with all but the last prompt token (the first round feeds it).

@@ -9,7 +9,8 @@ Two interchangeable paths compute it:
   and the only one that can return the attention probabilities;
 - ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``, torch's fused kernels.
 
-Tests prove both agree; models pick one by name (``attn_implementation``).
+Tests prove both agree; models pick one by name (``attn_implementation``), with the same meaning
+and the same default in every family (see :func:`fused_kernels`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,27 @@ from torch import nn
 from minitransformer.layers.masks import check_mask
 
 BACKENDS = ("math", "sdpa")
+#: transformers' name for the written-out path; accepted as a synonym of "math".
+BACKEND_ALIASES = {"eager": "math"}
+#: Every model's default: the written-out path, so that what a student reads is what runs. It is also
+#: the only one that returns attention maps, and the one transformers' eager reference matches.
+DEFAULT_BACKEND = "math"
+
+
+def check_backend(attn_implementation: str, name: str = "attn_implementation") -> str:
+    """The backend's canonical name ("math" or "sdpa"), or a ValueError naming the choices."""
+    backend = BACKEND_ALIASES.get(attn_implementation, attn_implementation)
+    if backend not in BACKENDS:
+        raise ValueError(f"{name} must be one of {BACKENDS} (or 'eager', the same as 'math'), "
+                         f"got {attn_implementation!r}")
+    return backend
+
+
+def fused_kernels(attn_implementation: str) -> bool:
+    """The one switch of every model: "sdpa" takes torch's fused kernels for attention *and* for the
+    norms and activations (``LayerNorm/RMSNorm(fused=True)``, ``MLP(fused=True)``); "math" writes all
+    of them out. Both compute the same function; tests bound their difference."""
+    return check_backend(attn_implementation) == "sdpa"
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -152,8 +174,7 @@ def dispatch_attention(
 
     Asking for the probabilities always takes the math path: fused kernels never build them.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    backend = check_backend(backend, "backend")
     if backend == "math" or return_weights:
         out = scaled_dot_product_attention(
             query, key, value, attn_mask, dropout_p, is_causal, scale, return_weights=return_weights
@@ -174,7 +195,7 @@ class MultiHeadAttention(nn.Module):
         kv_input_size: width of the key/value input in cross attention (default C).
         scale: score scale, default 1/sqrt(D); T5 passes 1.0.
         rotary: a :class:`RotaryEmbedding` applied to q and k, or None.
-        attn_implementation: "math" or "sdpa".
+        attn_implementation: "math" (default) or "sdpa" ("eager" is accepted for "math").
 
     The weights are named like HF's LLaMA: ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``.
     """
@@ -191,7 +212,7 @@ class MultiHeadAttention(nn.Module):
         scale: float | None = None,
         dropout: float = 0.0,
         rotary: nn.Module | None = None,
-        attn_implementation: str = "math",
+        attn_implementation: str = DEFAULT_BACKEND,
     ):
         super().__init__()
         num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
@@ -210,8 +231,7 @@ class MultiHeadAttention(nn.Module):
                 f"num_key_value_heads={num_key_value_heads} must divide num_attention_heads={num_attention_heads} "
                 "(each key/value head serves an equal group of query heads)"
             )
-        if attn_implementation not in BACKENDS:
-            raise ValueError(f"attn_implementation must be one of {BACKENDS}, got {attn_implementation!r}")
+        attn_implementation = check_backend(attn_implementation)
         self.hidden_size = hidden_size
         self.num_heads = num_attention_heads
         self.num_kv_heads = num_key_value_heads

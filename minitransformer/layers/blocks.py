@@ -5,6 +5,9 @@ classes while choosing their own norms, MLPs and attention settings.
 
 Post-norm (the 2017 paper, BERT):   x = norm(x + sublayer(x))
 Pre-norm  (GPT-2, LLaMA, T5):       x = x + sublayer(norm(x))
+
+Each ``forward`` reads top to bottom, one sublayer at a time: the sublayer's input (:meth:`inputs`),
+the sublayer, the residual sum (:meth:`add`), which is where pre- and post-norm differ.
 """
 
 from __future__ import annotations
@@ -27,7 +30,26 @@ def residual(x: torch.Tensor, sublayer: Callable[[torch.Tensor], torch.Tensor], 
     return norm(x + dropout(sublayer(x)))
 
 
-class EncoderBlock(nn.Module):
+class ResidualBlock(nn.Module):
+    """What both blocks share: the two halves of a residual connection, pre-norm or post-norm.
+
+    Subclasses set ``norm_first`` and ``dropout`` (residual dropout, on each sublayer's output).
+    """
+
+    norm_first: bool
+    dropout: nn.Module
+
+    def inputs(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """What a sublayer reads: the normed stream (pre-norm) or the stream itself (post-norm)."""
+        return norm(x) if self.norm_first else x
+
+    def add(self, x: torch.Tensor, h: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """The residual sum of the stream and a sublayer's output (after dropout), normed after it in post-norm."""
+        x = x + self.dropout(h)
+        return x if self.norm_first else norm(x)
+
+
+class EncoderBlock(ResidualBlock):
     """Self attention then feed-forward, each inside a residual connection.
 
     Args:
@@ -67,20 +89,14 @@ class EncoderBlock(nn.Module):
                 position_ids: torch.Tensor | None = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` (B, T, C), ``attn_mask`` broadcastable to (B, H, T, T). Returns (B, T, C) and the probabilities."""
-        weights = None
-
-        def attend(h: torch.Tensor) -> torch.Tensor:
-            nonlocal weights
-            out, weights = self.self_attn(h, attn_mask=attn_mask, position_ids=position_ids,
-                                          output_attentions=output_attentions)
-            return out
-
-        x = residual(x, attend, self.attn_norm, self.norm_first, self.dropout)
-        x = residual(x, self.mlp, self.mlp_norm, self.norm_first, self.dropout)
+        h, weights = self.self_attn(self.inputs(x, self.attn_norm), attn_mask=attn_mask, position_ids=position_ids,
+                                    output_attentions=output_attentions)  # (B, T, C)
+        x = self.add(x, h, self.attn_norm)
+        x = self.add(x, self.mlp(self.inputs(x, self.mlp_norm)), self.mlp_norm)
         return x, weights
 
 
-class DecoderBlock(nn.Module):
+class DecoderBlock(ResidualBlock):
     """Masked self attention, optional cross attention over an encoder's output, then feed-forward.
 
     Without ``cross_attn`` this is the block of a decoder-only model (GPT-2, LLaMA). The causal mask
@@ -140,25 +156,17 @@ class DecoderBlock(nn.Module):
         Returns:
             (B, T, C), self-attention probabilities, cross-attention probabilities (None unless asked).
         """
-        self_weights = cross_weights = None
-
-        def self_attend(h: torch.Tensor) -> torch.Tensor:
-            nonlocal self_weights
-            out, self_weights = self.self_attn(h, attn_mask=attn_mask, position_ids=position_ids,
-                                               output_attentions=output_attentions, cache=cache)
-            return out
-
-        def cross_attend(h: torch.Tensor) -> torch.Tensor:
-            nonlocal cross_weights
-            out, cross_weights = self.cross_attn(h, key_value_states=encoder_hidden_states,
-                                                 attn_mask=cross_attn_mask, output_attentions=output_attentions,
-                                                 cache=cross_cache)
-            return out
-
-        x = residual(x, self_attend, self.attn_norm, self.norm_first, self.dropout)
+        h, self_weights = self.self_attn(self.inputs(x, self.attn_norm), attn_mask=attn_mask,
+                                         position_ids=position_ids, output_attentions=output_attentions,
+                                         cache=cache)  # (B, T, C)
+        x = self.add(x, h, self.attn_norm)
+        cross_weights = None
         if self.cross_attn is not None:
             if encoder_hidden_states is None:
                 raise ValueError("this DecoderBlock has cross attention: pass encoder_hidden_states (B, S_enc, C)")
-            x = residual(x, cross_attend, self.cross_attn_norm, self.norm_first, self.dropout)
-        x = residual(x, self.mlp, self.mlp_norm, self.norm_first, self.dropout)
+            h, cross_weights = self.cross_attn(self.inputs(x, self.cross_attn_norm),
+                                               key_value_states=encoder_hidden_states, attn_mask=cross_attn_mask,
+                                               output_attentions=output_attentions, cache=cross_cache)  # (B, T, C)
+            x = self.add(x, h, self.cross_attn_norm)
+        x = self.add(x, self.mlp(self.inputs(x, self.mlp_norm)), self.mlp_norm)
         return x, self_weights, cross_weights

@@ -47,7 +47,9 @@ def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"attention_mask must have shape (batch, seq_len) of 0/1, got shape {tuple(attention_mask.shape)}"
         )
-    if attention_mask.dtype != torch.bool and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+    # The values are checked outside torch.compile only: reading one would split a compiled graph.
+    if (attention_mask.dtype != torch.bool and not torch.compiler.is_compiling()
+            and not bool(((attention_mask == 0) | (attention_mask == 1)).all())):
         raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
     return attention_mask.bool()[:, None, None, :]  # (B, S) -> (B, 1, 1, S)
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minitransformer.layers.attention import MultiHeadAttention
+from minitransformer.layers.attention import DEFAULT_BACKEND, MultiHeadAttention, fused_kernels
 from minitransformer.layers.blocks import EncoderBlock
 from minitransformer.layers.embeddings import LearnedPositionEmbedding, TokenEmbedding, check_token_ids
 from minitransformer.layers.masks import padding_mask
@@ -48,9 +48,20 @@ class BertConfig(Config):
 
     ``id2label`` fixes the number of classes of a sequence classifier (``num_labels``, 2 when absent,
     as in transformers). ``architectures`` records which head a checkpoint carries.
+
+    Presets (``BertConfig.from_name(name)``): ``bert-base-uncased``, ``bert-large-uncased``,
+    ``all-MiniLM-L6-v2`` (sentence-transformers' 6-layer MiniLM) and ``bert-tiny`` for tests and lessons.
     """
 
     model_type: ClassVar[str] = "bert"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "bert-base-uncased": {},
+        "bert-large-uncased": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                   intermediate_size=4096),
+        "all-MiniLM-L6-v2": dict(hidden_size=384, num_hidden_layers=6, intermediate_size=1536),
+        "bert-tiny": dict(vocab_size=256, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=64, max_position_embeddings=64),
+    }
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -121,14 +132,14 @@ class BertConfig(Config):
 class BertEmbeddings(nn.Module):
     """word + token type + position embeddings, then LayerNorm and dropout: (B, T) ids -> (B, T, C)."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, fused: bool = False):
         super().__init__()
         self.max_position_embeddings = config.max_position_embeddings
         self.type_vocab_size = config.type_vocab_size
         self.word_embeddings = TokenEmbedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.position_embeddings = LearnedPositionEmbedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = TokenEmbedding(config.type_vocab_size, config.hidden_size)
-        self.norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.norm = LayerNorm(config.hidden_size, config.layer_norm_eps, fused=fused)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
@@ -164,16 +175,16 @@ class BertPooler(nn.Module):
         return torch.tanh(self.dense(hidden_states[:, 0]))  # (B, T, C) -> (B, C)
 
 
-def bert_block(config: BertConfig, attn_implementation: str = "math") -> EncoderBlock:
+def bert_block(config: BertConfig, attn_implementation: str = DEFAULT_BACKEND) -> EncoderBlock:
     """One post-norm encoder layer: x = LN(x + attn(x)); x = LN(x + MLP(x))."""
-    C = config.hidden_size
+    C, fused = config.hidden_size, fused_kernels(attn_implementation)
     return EncoderBlock(
         self_attn=MultiHeadAttention(C, config.num_attention_heads, bias=True,
                                      dropout=config.attention_probs_dropout_prob,
                                      attn_implementation=attn_implementation),
-        mlp=MLP(C, config.intermediate_size, config.hidden_act),
-        attn_norm=LayerNorm(C, config.layer_norm_eps),
-        mlp_norm=LayerNorm(C, config.layer_norm_eps),
+        mlp=MLP(C, config.intermediate_size, config.hidden_act, fused=fused),
+        attn_norm=LayerNorm(C, config.layer_norm_eps, fused=fused),
+        mlp_norm=LayerNorm(C, config.layer_norm_eps, fused=fused),
         norm_first=False,
         dropout=config.hidden_dropout_prob,
     )
@@ -207,13 +218,15 @@ class BERT(_BertPreTrained):
     Args:
         config: a :class:`BertConfig`.
         add_pooling_layer: False for the MLM head, which never uses the pooler (HF has none there either).
-        attn_implementation: "math" (can return attention maps) or "sdpa" (torch's fused kernels).
+        attn_implementation: "math" (default, written out; the only one that returns attention maps)
+            or "sdpa" (torch's fused kernels for attention, LayerNorm and GELU), as in every family.
     """
 
-    def __init__(self, config: BertConfig, add_pooling_layer: bool = True, attn_implementation: str = "math"):
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True,
+                 attn_implementation: str = DEFAULT_BACKEND):
         super().__init__()
         self.config = config
-        self.embeddings = BertEmbeddings(config)
+        self.embeddings = BertEmbeddings(config, fused=fused_kernels(attn_implementation))
         self.layers = nn.ModuleList(bert_block(config, attn_implementation) for _ in range(config.num_hidden_layers))
         self.pooler = BertPooler(config.hidden_size) if add_pooling_layer else None
         self.apply(self._init_weights)
@@ -256,11 +269,11 @@ class BertMLMHead(nn.Module):
     head owns only the transform and a per-token output ``bias``.
     """
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, fused: bool = False):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = get_activation(config.hidden_act)
-        self.norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.act = get_activation(config.hidden_act, fused)
+        self.norm = LayerNorm(config.hidden_size, config.layer_norm_eps, fused=fused)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden_states: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
@@ -271,14 +284,14 @@ class BertMLMHead(nn.Module):
 class BertForMaskedLM(_BertPreTrained):
     """BERT with the masked-language-model head: ``.logits`` (B, T, V)."""
 
-    def __init__(self, config: BertConfig, attn_implementation: str = "math"):
+    def __init__(self, config: BertConfig, attn_implementation: str = DEFAULT_BACKEND):
         super().__init__()
         if not config.tie_word_embeddings:
             raise ValueError("BertForMaskedLM ties its decoder to the word embeddings; "
                              "set tie_word_embeddings=True (an untied MLM decoder is not supported)")
         self.config = config
         self.bert = BERT(config, add_pooling_layer=False, attn_implementation=attn_implementation)
-        self.mlm_head = BertMLMHead(config)
+        self.mlm_head = BertMLMHead(config, fused=fused_kernels(attn_implementation))
         self.apply(self._init_weights)
         nn.init.zeros_(self.mlm_head.bias)
 
@@ -302,7 +315,7 @@ class BertForMaskedLM(_BertPreTrained):
 class BertForSequenceClassification(_BertPreTrained):
     """BERT with a linear classifier on the pooled [CLS] vector: ``.logits`` (B, num_labels)."""
 
-    def __init__(self, config: BertConfig, attn_implementation: str = "math"):
+    def __init__(self, config: BertConfig, attn_implementation: str = DEFAULT_BACKEND):
         super().__init__()
         self.config = config
         self.bert = BERT(config, attn_implementation=attn_implementation)

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from minitransformer.generation import GenerationMixin
-from minitransformer.generation.cache import DynamicCache, StaticCache
 from minitransformer.layers import (
     MLP,
     DecoderBlock,
@@ -33,15 +32,28 @@ from minitransformer.layers import (
     LearnedPositionEmbedding,
     MultiHeadAttention,
     TokenEmbedding,
-    decoder_mask,
 )
-from minitransformer.models.base import Config, PreTrainedModel, next_token_loss, prepare_causal_inputs
+from minitransformer.layers.attention import DEFAULT_BACKEND, fused_kernels
+from minitransformer.layers.kv_cache import DynamicCache, StaticCache
+from minitransformer.models.base import Config, DecoderOnlyModel, next_token_loss
 from minitransformer.models.outputs import ModelOutput
 
 
 @dataclass
 class GPT2Config(Config):
-    """GPT-2's hyperparameters under the names of HF's ``config.json``. Defaults: the 124M model."""
+    """GPT-2's hyperparameters under the names of HF's ``config.json``. Defaults: the 124M model.
+
+    Presets (``GPT2Config.from_name(name)``): the four published sizes, ``gpt2`` (124M), ``gpt2-medium``
+    (355M), ``gpt2-large`` (774M), ``gpt2-xl`` (1.5B), and ``gpt2-tiny`` for tests and lessons.
+    """
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "gpt2": {},
+        "gpt2-medium": dict(n_embd=1024, n_layer=24, n_head=16),
+        "gpt2-large": dict(n_embd=1280, n_layer=36, n_head=20),
+        "gpt2-xl": dict(n_embd=1600, n_layer=48, n_head=25),
+        "gpt2-tiny": dict(vocab_size=256, n_positions=64, n_embd=32, n_layer=2, n_head=4),
+    }
 
     vocab_size: int = 50257
     n_positions: int = 1024  # max_position_embeddings
@@ -64,14 +76,21 @@ class GPT2Config(Config):
     architectures: list[str] = field(default_factory=lambda: ["GPT2LMHeadModel"])
 
 
-class GPT2(GenerationMixin, PreTrainedModel):
-    """GPT-2 with its language-modelling head (HF's ``GPT2LMHeadModel``)."""
+class GPT2(DecoderOnlyModel):
+    """GPT-2 with its language-modelling head (HF's ``GPT2LMHeadModel``).
 
-    def __init__(self, config: GPT2Config, attn_implementation: str = "sdpa"):
+    Args:
+        config: a :class:`GPT2Config`.
+        attn_implementation: "math" (default: every operation written out, as the library reads) or
+            "sdpa" (torch's fused kernels for attention, norms and activations; see
+            ``layers.attention.fused_kernels``). The same switch and default in every family.
+    """
+
+    def __init__(self, config: GPT2Config, attn_implementation: str = DEFAULT_BACKEND):
         super().__init__()
         self.config = config
         C, H = config.n_embd, config.n_head
-        fused = attn_implementation == "sdpa"  # the fast path uses torch's fused kernels for norms too
+        fused = fused_kernels(attn_implementation)
 
         def block(layer_idx: int) -> DecoderBlock:
             scale = 1.0 / math.sqrt(C // H) if config.scale_attn_weights else 1.0
@@ -111,10 +130,13 @@ class GPT2(GenerationMixin, PreTrainedModel):
             for proj in (module.self_attn.o_proj, module.mlp.down_proj):
                 nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
 
-    def attention_mask(self, attention_mask: torch.Tensor | None, T: int, S: int | None = None,
-                       device: torch.device | None = None) -> torch.Tensor:
-        """Causal AND padding: bool (B|1, 1, T, S), True = attend; the T queries are the last T of S keys."""
-        return decoder_mask(attention_mask, T, S, device=device)
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.transformer.h
+
+    @property
+    def max_positions(self) -> int:
+        return self.config.n_positions
 
     def forward(
         self,
@@ -128,12 +150,11 @@ class GPT2(GenerationMixin, PreTrainedModel):
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
         token_type_ids: torch.Tensor | None = None,
+        prepared_mask: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Args:
             input_ids: (B, T) token ids; with a cache, only the tokens it does not hold yet.
-            attention_mask: (B, S_past + T), 1 for tokens and 0 for padding (left or right); or a
-                ready bool mask (B|1, 1, T, S) over the keys attention will see (``generate`` builds
-                one per generation and slices it; ``position_ids`` must then be given).
+            attention_mask: (B, S_past + T), 1 for tokens and 0 for padding (left or right).
             position_ids: (B, T) or (1, T); default ``S_past .. S_past + T - 1`` whatever the mask says,
                 as in transformers: a left-padded row then does not equal the row alone. Pass
                 ``positions_from_attention_mask(attention_mask, ...)`` for that, as ``generate`` does
@@ -144,25 +165,28 @@ class GPT2(GenerationMixin, PreTrainedModel):
                 after ``ln_f``), like transformers.
             output_attentions: return each layer's attention probabilities (B, H, T, S).
             past_key_values: a KV cache holding the keys and values of the S_past earlier tokens
-                (see ``minitransformer.generation.cache``); it is updated in place.
+                (see ``minitransformer.layers.kv_cache``); it is updated in place.
             use_cache: True starts a :class:`DynamicCache` when ``past_key_values`` is None. None
                 (default) and False keep none; they differ only for ``position_ids`` given with no mask:
                 False reads a position that does not follow the previous one as the start of a packed
                 sequence, as transformers does with ``use_cache=False``; None does not, as transformers'
-                default, which keeps a cache (see ``prepare_causal_inputs`` in ``models/base.py``).
+                default, which keeps a cache (see ``DecoderOnlyModel.prepare_inputs`` in ``models/base.py``).
             logits_to_keep: compute the logits of the last ``logits_to_keep`` positions only (0: all);
                 generation needs only the last one, and the head is the largest matrix.
             token_type_ids: (B, T) segment ids, embedded with the *token* table ``wte`` and added, as in
                 transformers' GPT2Model (GPT-2 has no segment table of its own); default none added.
+            prepared_mask: instead of ``attention_mask``, a ready (B|1, 1, T, S) mask over the keys
+                attention will see, bool (True = attend) or additive; ``position_ids`` must be given
+                too (``generate`` builds one per generation and slices it).
 
         Returns:
             :class:`ModelOutput` with ``logits`` (B, T, V), ``last_hidden_state`` (B, T, C) and the
             cache in ``past_key_values``.
         """
-        past_key_values, mask, position_ids = prepare_causal_inputs(
-            input_ids, attention_mask, position_ids, past_key_values, use_cache, self.config.n_layer,
-            self.attention_mask,
-        )  # mask (B|1, 1, T, S), True = attend
+        past_key_values, mask, position_ids = self.prepare_inputs(
+            input_ids, attention_mask=attention_mask, prepared_mask=prepared_mask, position_ids=position_ids,
+            past_key_values=past_key_values, use_cache=use_cache,
+        )  # mask (B|1, 1, T, S)
         x = self.transformer.wte(input_ids) + self.transformer.wpe(position_ids)  # (B, T, C)
         if token_type_ids is not None:
             x = x + self.transformer.wte(token_type_ids)  # (B, T, C)

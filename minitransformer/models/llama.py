@@ -23,13 +23,11 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from minitransformer.generation import GenerationMixin
-from minitransformer.generation.cache import DynamicCache, StaticCache
 from minitransformer.layers import (
     DecoderBlock,
     GatedMLP,
@@ -41,13 +39,33 @@ from minitransformer.layers import (
     check_positions,
     decoder_mask,
 )
-from minitransformer.models.base import Config, PreTrainedModel, next_token_loss, prepare_causal_inputs
+from minitransformer.layers.attention import DEFAULT_BACKEND, fused_kernels
+from minitransformer.layers.kv_cache import DynamicCache, StaticCache
+from minitransformer.models.base import Config, DecoderOnlyModel, next_token_loss
 from minitransformer.models.outputs import ModelOutput
 
 
 @dataclass
 class LlamaConfig(Config):
-    """LLaMA's hyperparameters under the names of HF's ``config.json``. Defaults: Llama-2-7B."""
+    """LLaMA's hyperparameters under the names of HF's ``config.json``. Defaults: Llama-2-7B.
+
+    Presets (``LlamaConfig.from_name(name)``): ``llama-2-7b``, ``llama-3-8b``, ``tinyllama-1.1b``,
+    ``smollm-135m`` (HuggingFaceTB/SmolLM-135M's shape), and ``llama-tiny`` for tests and lessons.
+    """
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "llama-2-7b": {},
+        "llama-3-8b": dict(vocab_size=128256, intermediate_size=14336, num_key_value_heads=8,
+                           max_position_embeddings=8192, rope_theta=500000.0, rms_norm_eps=1e-5,
+                           bos_token_id=128000, eos_token_id=128001),
+        "tinyllama-1.1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                               num_attention_heads=32, num_key_value_heads=4, rms_norm_eps=1e-5),
+        "smollm-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                            num_attention_heads=9, num_key_value_heads=3, rms_norm_eps=1e-5, rope_theta=10000.0,
+                            tie_word_embeddings=True, bos_token_id=0, eos_token_id=0),
+        "llama-tiny": dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64),
+    }
 
     vocab_size: int = 32000
     hidden_size: int = 4096  # C
@@ -99,7 +117,12 @@ class LlamaConfig(Config):
 
 @dataclass
 class MistralConfig(LlamaConfig):
-    """Mistral: LLaMA with an optional sliding attention window."""
+    """Mistral: LLaMA with an optional sliding attention window. Preset: ``mistral-7b`` (v0.1)."""
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "mistral-7b": dict(intermediate_size=14336, num_key_value_heads=8, max_position_embeddings=32768,
+                           rms_norm_eps=1e-5, sliding_window=4096),
+    }
 
     sliding_window: int | None = 4096
     model_type: str = "mistral"
@@ -113,6 +136,8 @@ class MistralConfig(LlamaConfig):
 @dataclass
 class Qwen2Config(LlamaConfig):
     """Qwen2: LLaMA with a bias on the q, k and v projections (not on o)."""
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     use_sliding_window: bool = False
     sliding_window: int | None = None
@@ -135,12 +160,19 @@ class Qwen2Config(LlamaConfig):
         return False
 
 
-class Llama(GenerationMixin, PreTrainedModel):
-    """LLaMA with its language-modelling head (HF's ``LlamaForCausalLM``)."""
+class Llama(DecoderOnlyModel):
+    """LLaMA with its language-modelling head (HF's ``LlamaForCausalLM``).
 
-    def __init__(self, config: LlamaConfig, attn_implementation: str = "sdpa"):
+    Args:
+        config: a :class:`LlamaConfig` (or Mistral's, Qwen2's).
+        attn_implementation: "math" (default, written out) or "sdpa" (torch's fused kernels for
+            attention, RMSNorm and SiLU), as in every family (``layers.attention.fused_kernels``).
+    """
+
+    def __init__(self, config: LlamaConfig, attn_implementation: str = DEFAULT_BACKEND):
         super().__init__()
         self.config = config
+        fused = fused_kernels(attn_implementation)
         C, H = config.hidden_size, config.num_attention_heads
         Hkv = config.num_key_value_heads or H
         D = config.head_dim or C // H
@@ -152,9 +184,9 @@ class Llama(GenerationMixin, PreTrainedModel):
                 self_attn=MultiHeadAttention(C, H, Hkv, head_dim=D, bias=config.qkv_bias, out_bias=config.o_bias,
                                              dropout=config.attention_dropout, rotary=rotary,
                                              attn_implementation=attn_implementation),
-                mlp=GatedMLP(C, config.intermediate_size, config.hidden_act, bias=config.mlp_bias),
-                attn_norm=RMSNorm(C, config.rms_norm_eps),
-                mlp_norm=RMSNorm(C, config.rms_norm_eps),
+                mlp=GatedMLP(C, config.intermediate_size, config.hidden_act, bias=config.mlp_bias, fused=fused),
+                attn_norm=RMSNorm(C, config.rms_norm_eps, fused=fused),
+                mlp_norm=RMSNorm(C, config.rms_norm_eps, fused=fused),
                 norm_first=True,
             )
 
@@ -162,7 +194,7 @@ class Llama(GenerationMixin, PreTrainedModel):
             embed_tokens=TokenEmbedding(config.vocab_size, C),
             rotary_emb=rotary,
             layers=nn.ModuleList(block() for _ in range(config.num_hidden_layers)),
-            norm=RMSNorm(C, config.rms_norm_eps),
+            norm=RMSNorm(C, config.rms_norm_eps, fused=fused),
         ))
         self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
         self.apply(self._init_weights)
@@ -176,8 +208,16 @@ class Llama(GenerationMixin, PreTrainedModel):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
-    def attention_mask(self, attention_mask: torch.Tensor | None, T: int, S: int | None = None,
-                       device: torch.device | None = None) -> torch.Tensor:
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.layers
+
+    @property
+    def max_positions(self) -> int:
+        return self.config.max_position_embeddings
+
+    def build_mask(self, attention_mask: torch.Tensor | None, T: int, S: int | None = None,
+                   device: torch.device | None = None) -> torch.Tensor:
         """Causal AND padding AND (Mistral) sliding window: bool (B|1, 1, T, S), True = attend.
 
         The T queries are the last T of the S keys (S > T when a cache holds S - T earlier tokens).
@@ -201,12 +241,11 @@ class Llama(GenerationMixin, PreTrainedModel):
         past_key_values: DynamicCache | StaticCache | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
+        prepared_mask: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Args:
             input_ids: (B, T) token ids; with a cache, only the tokens it does not hold yet.
-            attention_mask: (B, S_past + T), 1 for tokens and 0 for padding (left or right); or a
-                ready bool mask (B|1, 1, T, S) over the keys attention will see (``generate`` builds
-                one per generation and slices it; ``position_ids`` must then be given).
+            attention_mask: (B, S_past + T), 1 for tokens and 0 for padding (left or right).
             position_ids: (B, T) or (1, T); default ``S_past .. S_past + T - 1`` whatever the mask says,
                 as in transformers (see ``default_position_ids`` in ``models/base.py``). RoPE sees only
                 differences of positions, so a left-padded row's real tokens equal the row alone either
@@ -216,23 +255,26 @@ class Llama(GenerationMixin, PreTrainedModel):
                 final norm), like transformers.
             output_attentions: each layer's attention probabilities (B, H, T, S).
             past_key_values: a KV cache holding the (rotated) keys and values of the S_past earlier
-                tokens, Hkv heads each (see ``minitransformer.generation.cache``); updated in place.
+                tokens, Hkv heads each (see ``minitransformer.layers.kv_cache``); updated in place.
             use_cache: True starts a :class:`DynamicCache` when ``past_key_values`` is None. None
                 (default) and False keep none; they differ only for ``position_ids`` given with no mask:
                 False reads a position that does not follow the previous one as the start of a packed
                 sequence, as transformers does with ``use_cache=False``; None does not, as transformers'
-                default, which keeps a cache (see ``prepare_causal_inputs`` in ``models/base.py``).
+                default, which keeps a cache (see ``DecoderOnlyModel.prepare_inputs`` in ``models/base.py``).
             logits_to_keep: compute the logits of the last ``logits_to_keep`` positions only (0: all);
                 generation needs only the last one, and the head is the largest matrix.
+            prepared_mask: instead of ``attention_mask``, a ready (B|1, 1, T, S) mask over the keys
+                attention will see, bool (True = attend) or additive; ``position_ids`` must be given
+                too (``generate`` builds one per generation and slices it).
 
         Returns:
             :class:`ModelOutput` with ``logits`` (B, T, V), ``last_hidden_state`` (B, T, C) and the
             cache in ``past_key_values``.
         """
-        past_key_values, mask, position_ids = prepare_causal_inputs(
-            input_ids, attention_mask, position_ids, past_key_values, use_cache, self.config.num_hidden_layers,
-            self.attention_mask,
-        )  # mask (B|1, 1, T, S), True = attend
+        past_key_values, mask, position_ids = self.prepare_inputs(
+            input_ids, attention_mask=attention_mask, prepared_mask=prepared_mask, position_ids=position_ids,
+            past_key_values=past_key_values, use_cache=use_cache,
+        )  # mask (B|1, 1, T, S)
         check_positions(position_ids, self.config.max_position_embeddings)
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
 

@@ -35,16 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minitransformer.generation import GenerationMixin
-from minitransformer.generation.cache import EncoderDecoderCache, StaticCache
-from minitransformer.layers.attention import MultiHeadAttention
+from minitransformer.layers.attention import DEFAULT_BACKEND, MultiHeadAttention, fused_kernels
 from minitransformer.layers.blocks import DecoderBlock, EncoderBlock
 from minitransformer.layers.embeddings import TokenEmbedding
 from minitransformer.layers.masks import causal_mask, padding_mask, to_additive
 from minitransformer.layers.mlp import MLP, GatedMLP, get_activation
+from minitransformer.layers.kv_cache import EncoderDecoderCache
 from minitransformer.layers.norms import RMSNorm
 from minitransformer.layers.relative_position import RelativePositionBias
-from minitransformer.models.base import Config, PreTrainedModel, check_inputs
+from minitransformer.models.base import Config, EncoderDecoderModel, check_inputs
 from minitransformer.models.outputs import ModelOutput
 
 #: T5 does not divide the attention scores by sqrt(D). Mesh TensorFlow folded that factor into the
@@ -71,9 +70,21 @@ class T5Config(Config):
     ``tie_word_embeddings``: True, the output head is the shared embedding (v1.0); False, a separate
     ``lm_head`` (v1.1). ``scale_decoder_outputs`` (transformers 5 writes it) says whether the
     ``d_model ** -0.5`` rescale happens; it defaults to ``tie_word_embeddings``, as in transformers.
+
+    Presets (``T5Config.from_name(name)``): ``t5-small`` (the defaults), ``t5-base``, ``t5-large``,
+    ``t5-v1_1-small`` (gated GELU, untied head) and ``t5-tiny`` for tests and lessons.
     """
 
     model_type: ClassVar[str] = "t5"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "t5-small": {},
+        "t5-base": dict(d_model=768, d_ff=3072, num_layers=12, num_heads=12),
+        "t5-large": dict(d_model=1024, d_ff=4096, num_layers=24, num_heads=16),
+        "t5-v1_1-small": dict(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_heads=6,
+                              feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.1),
+        "t5-tiny": dict(vocab_size=256, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                        relative_attention_num_buckets=8, relative_attention_max_distance=16),
+    }
 
     vocab_size: int = 32128
     d_model: int = 512
@@ -135,22 +146,6 @@ class T5Config(Config):
         return out
 
 
-def static_positions(cache: StaticCache, num_new_tokens: int) -> tuple[torch.Tensor, int]:
-    """(past_length, key_length) for T new tokens in a static cache: its first slot to write, as a (1,)
-    tensor, and its max_cache_len.
-
-    The slots come from ``cache_position``, a tensor, never from the Python int ``cache.seen``: a
-    compiled decode step then traces once and serves every position.
-    """
-    if tuple(cache.cache_position.shape) != (num_new_tokens,):
-        raise ValueError(
-            f"the static cache's cache_position has {cache.cache_position.numel()} slots for {num_new_tokens} "
-            f"new tokens; call past_key_values.self_attention.prepare({num_new_tokens}) before decode "
-            f"and .advance({num_new_tokens}) after it"
-        )
-    return cache.cache_position[:1], cache.max_cache_len
-
-
 def t5_attention(config: T5Config, attn_implementation: str) -> MultiHeadAttention:
     """T5's attention: no biases, head size d_kv (not necessarily d_model / H), unscaled scores."""
     return MultiHeadAttention(config.d_model, config.num_heads, head_dim=config.d_kv, bias=False,
@@ -158,102 +153,58 @@ def t5_attention(config: T5Config, attn_implementation: str) -> MultiHeadAttenti
                               attn_implementation=attn_implementation)
 
 
-def t5_mlp(config: T5Config) -> nn.Module:
+def t5_mlp(config: T5Config, fused: bool = False) -> nn.Module:
     """v1.0: down(relu(up(x))). v1.1: down(gelu(gate(x)) * up(x)). No biases either way."""
-    if config.is_gated_act:
-        return GatedMLP(config.d_model, config.d_ff, config.dense_act_fn, bias=False, dropout=config.dropout_rate)
-    return MLP(config.d_model, config.d_ff, config.dense_act_fn, bias=False, dropout=config.dropout_rate)
+    mlp = GatedMLP if config.is_gated_act else MLP
+    return mlp(config.d_model, config.d_ff, config.dense_act_fn, bias=False, dropout=config.dropout_rate, fused=fused)
 
 
 class T5Stack(nn.Module):
-    """The encoder (``is_decoder=False``) or the decoder stack: pre-norm blocks, then a final RMSNorm.
+    """What T5's two stacks share: the relative position bias, the blocks, a final RMSNorm, dropout.
 
-    The stack does not own the token embedding (the model shares one table between both stacks and
-    the tied head); it takes the embedded tokens.
+    The stacks do not own the token embedding (the model shares one table between both and the tied
+    head); they take the embedded tokens. :class:`T5EncoderStack` and :class:`T5DecoderStack` differ
+    in their blocks, their mask and their bias's direction; each is written out in its own class.
     """
 
-    def __init__(self, config: T5Config, is_decoder: bool, attn_implementation: str = "math"):
+    def __init__(self, config: T5Config, layers: list[nn.Module], bidirectional: bool, fused: bool):
         super().__init__()
-        self.is_decoder = is_decoder
-        C, eps = config.d_model, config.layer_norm_epsilon
         self.relative_position_bias = RelativePositionBias(
             config.relative_attention_num_buckets, config.relative_attention_max_distance, config.num_heads,
-            bidirectional=not is_decoder,
+            bidirectional=bidirectional,
         )
-        num_layers = config.num_decoder_layers if is_decoder else config.num_layers
-        if is_decoder:
-            self.layers = nn.ModuleList(
-                DecoderBlock(t5_attention(config, attn_implementation), t5_mlp(config), RMSNorm(C, eps),
-                             RMSNorm(C, eps), cross_attn=t5_attention(config, attn_implementation),
-                             cross_attn_norm=RMSNorm(C, eps), norm_first=True, dropout=config.dropout_rate)
-                for _ in range(num_layers)
-            )
-        else:
-            self.layers = nn.ModuleList(
-                EncoderBlock(t5_attention(config, attn_implementation), t5_mlp(config), RMSNorm(C, eps),
-                             RMSNorm(C, eps), norm_first=True, dropout=config.dropout_rate)
-                for _ in range(num_layers)
-            )
-        self.final_norm = RMSNorm(C, eps)
+        self.layers = nn.ModuleList(layers)
+        self.final_norm = RMSNorm(config.d_model, config.layer_norm_epsilon, fused=fused)
         self.dropout = nn.Dropout(config.dropout_rate)
 
+
+class T5EncoderStack(T5Stack):
+    """The encoder: ``num_layers`` pre-norm blocks of self attention (bidirectional bias) and MLP."""
+
+    def __init__(self, config: T5Config, attn_implementation: str = DEFAULT_BACKEND):
+        fused, C, eps = fused_kernels(attn_implementation), config.d_model, config.layer_norm_epsilon
+        layers = [EncoderBlock(t5_attention(config, attn_implementation), t5_mlp(config, fused),
+                               RMSNorm(C, eps, fused=fused), RMSNorm(C, eps, fused=fused),
+                               norm_first=True, dropout=config.dropout_rate)
+                  for _ in range(config.num_layers)]
+        super().__init__(config, layers, bidirectional=True, fused=fused)
+
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                encoder_hidden_states: torch.Tensor | None = None,
-                encoder_attention_mask: torch.Tensor | None = None,
-                output_hidden_states: bool = False, output_attentions: bool = False,
-                caches: list | None = None, past_length: int | torch.Tensor = 0,
-                cross_caches: list | None = None, key_length: int | None = None) -> ModelOutput:
-        """Args:
-            inputs_embeds: (B, T, C) embedded tokens.
-            attention_mask: (B, T) 0/1 padding mask of these tokens (with a cache: (B, past_length + T);
-                missing slots at the end, up to ``key_length``, count as padding).
-            encoder_hidden_states: (B, S, C), decoder only.
-            encoder_attention_mask: (B, S) 0/1, or a ready bool (B, 1, 1, S) mask, decoder only.
-            caches: decoder only, one KV cache per layer (``update(k, v) -> (k, v)``), holding
-                ``past_length`` earlier tokens; None to attend over these T tokens only.
-            past_length: an int, or a (1,) tensor (a static cache's first slot to write, so that a
-                compiled step does not change with it).
-            cross_caches: decoder only, one per layer: where cross attention keeps the encoder's
-                projected keys and values, so that they are computed once per generation.
-            key_length: the keys self attention sees: ``past_length + T`` (default), or all the
-                max_cache_len slots of a static cache.
+                output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
+        """``inputs_embeds`` (B, S, C), ``attention_mask`` (B, S) 0/1 -> ``last_hidden_state`` (B, S, C).
 
-        Returns:
-            ModelOutput with ``last_hidden_state`` (B, T, C); ``hidden_states`` (embeddings, each layer,
-            the last one after the final norm), ``attentions`` and ``cross_attentions`` when asked.
+        ``hidden_states`` (the embeddings, each layer, the last one after the final norm) and
+        ``attentions`` when asked.
         """
-        B, T, _ = inputs_embeds.shape
-        device = inputs_embeds.device
-        S = past_length + T if key_length is None else key_length
-        # The position bias is an additive mask; padding and causality join it as -inf-like entries.
-        # Queries are at their true positions past_length + i, also among a static cache's S slots.
-        bias = self.relative_position_bias(T, S, past_length)  # (1, H, T, S)
-        if self.is_decoder:
-            allowed = causal_mask(T, S, device, past_length=past_length)[None, None]  # (1, 1, T, S)
-            if attention_mask is not None:
-                if attention_mask.shape[1] < S:  # a static cache's slots not written yet: padding
-                    attention_mask = F.pad(attention_mask, (0, S - attention_mask.shape[1]))  # (B, S)
-                allowed = allowed & padding_mask(attention_mask.to(device))  # (B, 1, T, S)
-        else:
-            allowed = None if attention_mask is None else padding_mask(attention_mask)  # (B, 1, 1, S)
-        self_mask = bias if allowed is None else bias + to_additive(allowed, bias.dtype)  # (B or 1, H, T, S)
-        cross_mask = encoder_attention_mask
-        if encoder_attention_mask is not None and encoder_attention_mask.dim() == 2:
-            cross_mask = padding_mask(encoder_attention_mask)  # (B, 1, 1, S_enc)
-
+        S = inputs_embeds.shape[1]
+        # The position bias is an additive mask; padding joins it as -inf-like entries.
+        mask = self.relative_position_bias(S, S)  # (1, H, S, S)
+        if attention_mask is not None:
+            mask = mask + to_additive(padding_mask(attention_mask), mask.dtype)  # (B, H, S, S)
         x = self.dropout(inputs_embeds)
-        hidden_states, attentions, cross_attentions = [x], [], []
-        for i, layer in enumerate(self.layers):
-            if self.is_decoder:
-                x, weights, cross_weights = layer(
-                    x, attn_mask=self_mask, encoder_hidden_states=encoder_hidden_states,
-                    cross_attn_mask=cross_mask, output_attentions=output_attentions,
-                    cache=None if caches is None else caches[i],
-                    cross_cache=None if cross_caches is None else cross_caches[i],
-                )
-                cross_attentions.append(cross_weights)
-            else:
-                x, weights = layer(x, attn_mask=self_mask, output_attentions=output_attentions)
+        hidden_states, attentions = [x], []
+        for layer in self.layers:
+            x, weights = layer(x, attn_mask=mask, output_attentions=output_attentions)
             hidden_states.append(x)
             attentions.append(weights)
         x = self.dropout(self.final_norm(x))
@@ -262,11 +213,75 @@ class T5Stack(nn.Module):
             last_hidden_state=x,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
-            cross_attentions=tuple(cross_attentions) if output_attentions and self.is_decoder else None,
         )
 
 
-class T5(GenerationMixin, PreTrainedModel):
+class T5DecoderStack(T5Stack):
+    """The decoder: ``num_decoder_layers`` pre-norm blocks of causal self attention (causal bias),
+    cross attention over the encoder output, and MLP."""
+
+    def __init__(self, config: T5Config, attn_implementation: str = DEFAULT_BACKEND):
+        fused, C, eps = fused_kernels(attn_implementation), config.d_model, config.layer_norm_epsilon
+        layers = [DecoderBlock(t5_attention(config, attn_implementation), t5_mlp(config, fused),
+                               RMSNorm(C, eps, fused=fused), RMSNorm(C, eps, fused=fused),
+                               cross_attn=t5_attention(config, attn_implementation),
+                               cross_attn_norm=RMSNorm(C, eps, fused=fused), norm_first=True,
+                               dropout=config.dropout_rate)
+                  for _ in range(config.num_decoder_layers)]
+        super().__init__(config, layers, bidirectional=False, fused=fused)
+
+    def forward(self, inputs_embeds: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                attention_mask: torch.Tensor | None = None, encoder_attention_mask: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                past_key_values: EncoderDecoderCache | None = None) -> ModelOutput:
+        """Args:
+            inputs_embeds: (B, T) embedded decoder tokens (B, T, C); with a cache, only the new ones.
+            encoder_hidden_states: (B, S, C).
+            attention_mask: (B, S_past + T) 0/1 padding mask of the decoder tokens, cached ones included.
+            encoder_attention_mask: (B, S) 0/1 padding mask of the encoder output.
+            past_key_values: the self- and cross-attention caches, updated in place, or None.
+
+        Returns:
+            ModelOutput with ``last_hidden_state`` (B, T, C); ``hidden_states`` (embeddings, each layer,
+            the last one after the final norm), ``attentions`` and ``cross_attentions`` when asked.
+        """
+        T, device = inputs_embeds.shape[1], inputs_embeds.device
+        past, S = 0, T  # the first new position, and the keys self attention sees
+        if past_key_values is not None:  # a static cache gives its first slot as a tensor and all its slots
+            past, S = past_key_values.self_attention.step(T)
+        # Queries are at their true positions past + i, also among a static cache's S slots.
+        mask = self.relative_position_bias(T, S, past)  # (1, H, T, S)
+        allowed = causal_mask(T, S, device, past_length=past)[None, None]  # (1, 1, T, S)
+        if attention_mask is not None:
+            if attention_mask.shape[1] < S:  # a static cache's slots not written yet: padding
+                attention_mask = F.pad(attention_mask, (0, S - attention_mask.shape[1]))  # (B, S)
+            allowed = allowed & padding_mask(attention_mask.to(device))  # (B, 1, T, S)
+        mask = mask + to_additive(allowed, mask.dtype)  # (B|1, H, T, S)
+        cross_mask = None if encoder_attention_mask is None else padding_mask(encoder_attention_mask)  # (B, 1, 1, S_enc)
+
+        x = self.dropout(inputs_embeds)
+        hidden_states, attentions, cross_attentions = [x], [], []
+        for i, layer in enumerate(self.layers):
+            cache = None if past_key_values is None else past_key_values.self_attention[i]
+            cross_cache = None if past_key_values is None else past_key_values.cross_attention[i]
+            x, weights, cross_weights = layer(
+                x, attn_mask=mask, encoder_hidden_states=encoder_hidden_states, cross_attn_mask=cross_mask,
+                output_attentions=output_attentions, cache=cache, cross_cache=cross_cache,
+            )
+            hidden_states.append(x)
+            attentions.append(weights)
+            cross_attentions.append(cross_weights)
+        x = self.dropout(self.final_norm(x))
+        hidden_states[-1] = x  # as in transformers: the last hidden state is the normed one
+        return ModelOutput(
+            last_hidden_state=x,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+            cross_attentions=tuple(cross_attentions) if output_attentions else None,
+        )
+
+
+class T5(EncoderDecoderModel):
     """T5 for conditional generation (HF ``T5ForConditionalGeneration``).
 
     ``forward`` runs both halves; :meth:`encode` and :meth:`decode` run one each, so that generation can
@@ -274,17 +289,18 @@ class T5(GenerationMixin, PreTrainedModel):
 
     Args:
         config: a :class:`T5Config`.
-        attn_implementation: "math" (can return attention maps) or "sdpa".
+        attn_implementation: "math" (default, written out; the only one that returns attention maps)
+            or "sdpa" (torch's fused kernels for attention, RMSNorm and activations), as in every family.
     """
 
     config_class = T5Config
 
-    def __init__(self, config: T5Config, attn_implementation: str = "math"):
+    def __init__(self, config: T5Config, attn_implementation: str = DEFAULT_BACKEND):
         super().__init__()
         self.config = config
         self.shared = TokenEmbedding(config.vocab_size, config.d_model)
-        self.encoder = T5Stack(config, is_decoder=False, attn_implementation=attn_implementation)
-        self.decoder = T5Stack(config, is_decoder=True, attn_implementation=attn_implementation)
+        self.encoder = T5EncoderStack(config, attn_implementation)
+        self.decoder = T5DecoderStack(config, attn_implementation)
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.apply(self._init_weights)
 
@@ -321,21 +337,17 @@ class T5(GenerationMixin, PreTrainedModel):
     def decode(self, decoder_input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor,
                attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
                output_hidden_states: bool = False, output_attentions: bool = False,
-               caches: list | None = None, past_length: int = 0,
                past_key_values: EncoderDecoderCache | None = None, use_cache: bool = False) -> ModelOutput:
         """Run the decoder and the head.
 
         Args:
             decoder_input_ids: (B, T) ids; with a cache, only the new tokens.
             encoder_hidden_states: (B, S, C), the encoder's ``last_hidden_state``.
-            attention_mask: (B, S) the encoder's padding mask, so that cross attention skips padding;
-                or a ready bool (B, 1, 1, S) mask (``generate`` builds it once per generation).
-            decoder_attention_mask: (B, past_length + T) padding mask of the decoder tokens.
-            caches, past_length: one KV cache per decoder layer, and how many tokens they already hold.
+            attention_mask: (B, S) the encoder's 0/1 padding mask, so that cross attention skips padding.
+            decoder_attention_mask: (B, S_past + T) 0/1 padding mask of the decoder tokens.
             past_key_values: an :class:`EncoderDecoderCache` (self attention and cross attention),
-                updated in place; it replaces ``caches`` and ``past_length``. If its self attention
-                is a static cache, set the slots first (``past_key_values.self_attention.prepare(T)``)
-                and record them after (``.advance(T)``), as for any static cache.
+                updated in place (``new_cache()`` makes one). If its self attention is a static cache,
+                call ``past_key_values.prepare(T)`` before and ``.advance(T)`` after, as for any static cache.
             use_cache: start an :class:`EncoderDecoderCache` when ``past_key_values`` is None.
 
         Returns:
@@ -344,23 +356,16 @@ class T5(GenerationMixin, PreTrainedModel):
             in ``past_key_values`` when one is used.
         """
         check_inputs(decoder_input_ids, ids_name="decoder_input_ids")
-        if attention_mask is not None and attention_mask.dim() == 2:  # the encoder's mask, one entry per memory slot
-            check_inputs(encoder_hidden_states[..., 0], attention_mask, ids_name="encoder_hidden_states[..., 0]")
+        check_inputs(encoder_hidden_states[..., 0], attention_mask, ids_name="encoder_hidden_states[..., 0]")
         if use_cache and past_key_values is None:
-            past_key_values = EncoderDecoderCache(self.config.num_decoder_layers)
-        cross_caches, key_length = None, None
-        if past_key_values is not None:
-            caches, cross_caches = past_key_values.self_attention, past_key_values.cross_attention
-            if past_key_values.is_static:
-                past_length, key_length = static_positions(caches, decoder_input_ids.shape[1])
-            else:
-                past_length = past_key_values.get_seq_length()
-        if key_length is None:  # a static cache's mask covers its slots, not the tokens seen
-            check_inputs(decoder_input_ids, decoder_attention_mask, past_length, "decoder_input_ids",
+            past_key_values = self.new_cache()
+        static = past_key_values is not None and past_key_values.is_static
+        if not static:  # a static cache's mask covers its slots, not the tokens seen
+            past = 0 if past_key_values is None else past_key_values.get_seq_length()
+            check_inputs(decoder_input_ids, decoder_attention_mask, past, "decoder_input_ids",
                          "decoder_attention_mask")
-        out = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, encoder_hidden_states,
-                           attention_mask, output_hidden_states, output_attentions, caches, past_length,
-                           cross_caches, key_length)
+        out = self.decoder(self.shared(decoder_input_ids), encoder_hidden_states, decoder_attention_mask,
+                           attention_mask, output_hidden_states, output_attentions, past_key_values)
         out.past_key_values = past_key_values
         h = out.last_hidden_state * tied_head_scale(self.config)  # (B, T, C)
         weight = self.shared.weight if self.lm_head is None else self.lm_head.weight  # (V, C)

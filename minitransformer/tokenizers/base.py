@@ -1,4 +1,4 @@
-"""What every tokenizer shares: the pipeline, added tokens, batching, streaming and saving.
+"""What every tokenizer shares: the pipeline, added tokens, batching, streaming, saving, transformers' surface.
 
 The pipeline is the one of Hugging Face ``tokenizers``::
 
@@ -30,6 +30,10 @@ from .processors import Decoder, PostProcessor
 
 _CACHE_LIMIT = 200_000  # pieces; past this the cache stops growing, so memory stays bounded
 _SURROGATE = regex.compile(r"[\ud800-\udfff]")
+NO_LIMIT = int(1e30)  # what transformers writes as model_max_length when there is no limit
+
+# transformers' named special tokens, in its order (``SPECIAL_TOKENS_ATTRIBUTES``).
+SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
 class TokenizerFileError(ValueError):
@@ -151,8 +155,15 @@ class Tokenizer:
         self.decoder = decoder
         self.padding_side = "right"
         self.truncation_side = "right"
-        self.pad_token: str | None = None
         self.model_max_length: int | None = None
+        # transformers' named special tokens; None where this tokenizer has none of that kind.
+        self.bos_token: str | None = None
+        self.eos_token: str | None = None
+        self.unk_token: str | None = None
+        self.sep_token: str | None = None
+        self.pad_token: str | None = None
+        self.cls_token: str | None = None
+        self.mask_token: str | None = None
         self._cache: dict[str, tuple[int, ...]] = {}
         self.added_tokens: list[AddedToken] = []
         self.add_tokens(added_tokens)
@@ -174,6 +185,7 @@ class Tokenizer:
     def add_tokens(self, tokens: Iterable[AddedToken]) -> None:
         """Register tokens that are matched whole in the raw text (longest first)."""
         self.added_tokens += list(tokens)
+        self._reverse: dict[int, str] | None = None  # the id -> token map is rebuilt when next asked
         self._added_by_id = {t.id: t for t in self.added_tokens}
         self._added_by_content = {t.content: t for t in self.added_tokens}
         alternatives = []
@@ -201,7 +213,8 @@ class Tokenizer:
         return self.vocab_size
 
     def token_to_id(self, token: str) -> int | None:
-        return self.get_vocab().get(token)
+        added = self._added_by_content.get(token)  # an added token wins, as in get_vocab()
+        return added.id if added is not None else self._model_vocab().get(token)
 
     def id_to_token(self, id: int) -> str | None:
         return self._id_to_token_map().get(id)
@@ -212,9 +225,190 @@ class Tokenizer:
             self._reverse.update({t.id: t.content for t in self.added_tokens})
         return self._reverse
 
+    # ------------------------------------------------------------------ named special tokens (transformers)
+
+    def _named_token_id(self, name: str) -> int | None:
+        token = getattr(self, name)
+        return None if token is None else self.token_to_id(token)
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self._named_token_id("bos_token")
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self._named_token_id("eos_token")
+
+    @property
+    def unk_token_id(self) -> int | None:
+        return self._named_token_id("unk_token")
+
+    @property
+    def sep_token_id(self) -> int | None:
+        return self._named_token_id("sep_token")
+
     @property
     def pad_token_id(self) -> int | None:
-        return None if self.pad_token is None else self.token_to_id(self.pad_token)
+        return self._named_token_id("pad_token")
+
+    @property
+    def cls_token_id(self) -> int | None:
+        return self._named_token_id("cls_token")
+
+    @property
+    def mask_token_id(self) -> int | None:
+        return self._named_token_id("mask_token")
+
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        """The named special tokens that are set: ``{"unk_token": "[UNK]", "pad_token": "[PAD]", ...}``."""
+        return {name: getattr(self, name) for name in SPECIAL_TOKEN_NAMES if getattr(self, name) is not None}
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        """The named special tokens, then every other added token marked special; each once."""
+        named = list(self.special_tokens_map.values())
+        return list(dict.fromkeys(named + [t.content for t in self.added_tokens if t.special]))
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        ids = (self.token_to_id(token) for token in self.all_special_tokens)
+        return [i for i in ids if i is not None]
+
+    # ------------------------------------------------------------------ tokens and ids (transformers)
+
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
+        """The token strings of ``text`` (and ``pair``), as transformers' ``tokenize`` gives them.
+
+        Like transformers, it adds no special tokens unless asked. A token is the vocabulary's
+        string for its id, with two exceptions copied from ``tokenizers``: an added token matched
+        with ``lstrip``/``rstrip`` keeps the spaces it swallowed (``" <mask>"``), and a Unigram
+        unknown run keeps its own text (``"ΩΩ"``, not ``"<unk>"``).
+
+        Args:
+            text: one string.
+            pair: an optional second segment, as in ``tok(text, pair)``.
+            add_special_tokens: wrap the tokens as the post-processor says (``[CLS] ... [SEP]``).
+
+        Returns:
+            A list of token strings; ``[]`` for the empty string.
+
+        Raises:
+            TypeError, ValueError: ``text`` or ``pair`` is not a ``str`` of real characters (``check_text``).
+
+        >>> tok.tokenize("Hello world")                         # doctest: +SKIP
+        ['Hello', 'Ġworld']
+        """
+        tokens = self._text_tokens(check_text(text))
+        pair_tokens = None if pair is None else self._text_tokens(check_text(pair, "pair"))
+        if not add_special_tokens or self.post_processor is None:
+            return tokens + (pair_tokens or [])
+        # The post-processor places ids; give it stand-ins -1, -2, ... for our tokens and map them back.
+        own = tokens + (pair_tokens or [])
+        stand_ins = [-1 - k for k in range(len(own))]
+        b = None if pair_tokens is None else stand_ins[len(tokens) :]
+        ids, _ = self.post_processor.process(stand_ins[: len(tokens)], b)
+        return [own[-1 - i] if i < 0 else self._id_to_token_map()[i] for i in ids]
+
+    def _text_tokens(self, text: str) -> list[str]:
+        """``_encode_text``, but the token strings (no cache: this is for reading, not for speed)."""
+        tokens: list[str] = []
+        for position, (segment, added_id) in enumerate(self._segments(text)):
+            if added_id is not None:
+                tokens.append(segment)  # with any spaces that lstrip / rstrip took, as tokenizers shows it
+                continue
+            for piece in self._pieces(segment, first=position == 0):
+                tokens += self._piece_tokens(piece)
+        return tokens
+
+    def _piece_tokens(self, piece: str) -> list[str]:
+        """The token strings of one pre-tokenized piece; Unigram overrides it for unknown runs."""
+        reverse = self._id_to_token_map()
+        return [reverse[i] for i in self._encode_piece(piece)]
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | None | list[int | None]:
+        """The id of a token string (``str`` in, ``int`` out) or of each token of a list.
+
+        A token that is not in the vocabulary gets ``unk_token_id``, the id of the named
+        ``unk_token``; where that is not set it gets ``None``, as in transformers (so a
+        ``PreTrainedTokenizerFast`` built from a bare ``tokenizer.json`` gives ``None`` too).
+
+        Args:
+            tokens: a token string, or a list (or tuple) of them.
+
+        Returns:
+            An ``int`` (or ``None``) for a string, a list of them for a list.
+
+        Raises:
+            TypeError: ``tokens`` is not a ``str`` or a list of ``str`` (the message names the culprit).
+
+        >>> bert.convert_tokens_to_ids(["[CLS]", "hello", "qwxz"])  # doctest: +SKIP
+        [101, 7592, 100]
+        """
+        if isinstance(tokens, str):
+            return self._token_to_id_or_unk(tokens)
+        if not isinstance(tokens, (list, tuple)):
+            raise TypeError(f"tokens must be a str or a list of str, got {type(tokens).__name__}"
+                            + (": for ids, use convert_ids_to_tokens" if isinstance(tokens, numbers.Number) else ""))  # fmt: skip
+        for position, token in enumerate(tokens):
+            if not isinstance(token, str):
+                raise TypeError(f"tokens[{position}] is {token!r}, a {type(token).__name__}: tokens are strings "
+                                "(for ids, use convert_ids_to_tokens)")  # fmt: skip
+        return [self._token_to_id_or_unk(token) for token in tokens]
+
+    def _token_to_id_or_unk(self, token: str) -> int | None:
+        i = self.token_to_id(token)
+        return self.unk_token_id if i is None else i
+
+    def convert_ids_to_tokens(
+        self, ids: int | Iterable[int], skip_special_tokens: bool = False
+    ) -> str | None | list[str | None]:
+        """The token string of an id (``int`` in, ``str`` out) or of each id of a sequence.
+
+        As in transformers, an id past the vocabulary gives ``None`` (in the list, at its place),
+        and ``skip_special_tokens`` drops special ids from a list but not a single id.
+
+        Differences from transformers, where its answer is an accident of the Rust binding:
+        a negative id raises our ``ValueError`` (transformers: ``OverflowError``, "number too
+        small to fit in target type"); an id of 2**32 or more gives ``None`` like any other id
+        past the vocabulary (transformers: ``OverflowError``); floats, bools and strings are a
+        ``TypeError`` (transformers turns ``[1.7]`` into ``[1]`` and ``"5"`` into the token of id 5);
+        a numpy integer or 0-d tensor counts as one id. ``skip_special_tokens`` skips
+        ``all_special_ids``, which holds every added token marked special; transformers skips
+        only its named special tokens and ``additional_special_tokens``, so a
+        ``PreTrainedTokenizerFast`` built from a bare ``tokenizer.json`` skips nothing. After
+        ``save_pretrained`` the two agree, since the config lists the others as additional.
+
+        Args:
+            ids: one id, or a list (tuple, 1-D tensor or array) of ids.
+            skip_special_tokens: leave out the ids of ``all_special_ids`` (lists only).
+
+        Returns:
+            A ``str`` (or ``None``) for one id, a list of them for a sequence.
+
+        Raises:
+            TypeError: an id that is not an integer, or ``ids`` of the wrong kind (``check_ids``).
+            ValueError: a negative id.
+
+        >>> tok.convert_ids_to_tokens([15496, 995])              # doctest: +SKIP
+        ['Hello', 'Ġworld']
+        """
+        reverse = self._id_to_token_map()
+        if isinstance(ids, numbers.Number) or getattr(ids, "ndim", None) == 0:
+            value = ids.item() if hasattr(ids, "item") else ids  # a numpy scalar or a 0-d tensor
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"ids is {ids!r}, a {type(ids).__name__}: a token id is an integer "
+                                "(or pass a list of them)")  # fmt: skip
+            return reverse.get(self._check_not_negative(int(value), "ids"))
+        values = check_ids(ids)
+        skip = set(self.all_special_ids) if skip_special_tokens else set()
+        return [reverse.get(self._check_not_negative(i, f"ids[{p}]")) for p, i in enumerate(values) if i not in skip]
+
+    def _check_not_negative(self, i: int, name: str) -> int:
+        if i < 0:
+            raise ValueError(f"{name} is {i}: token ids are rows of the embedding table, 0..{self.vocab_size - 1}, "
+                             "never negative")  # fmt: skip
+        return i
 
     # ------------------------------------------------------------------ encoding
 
@@ -414,7 +608,9 @@ class Tokenizer:
                 ``max_length``; on the side given by ``padding_side`` (default ``self.padding_side``).
             truncation: ``True``/``"longest_first"``, ``"only_first"`` or ``"only_second"``; when
                 ``None``, a given ``max_length`` without padding turns it on, as in transformers.
-            return_tensors: ``"pt"`` for ``torch.long`` tensors of shape ``(B, T)``.
+            return_tensors: ``"pt"`` for ``torch.long`` tensors of shape ``(B, T)``, ``"np"`` for numpy
+                ``int64`` arrays of that shape, ``None`` for lists. Both need rows of one length
+                (``padding=True``); transformers' ``"np"`` instead makes an array of objects.
 
         Returns:
             ``input_ids``, ``attention_mask`` and, for models that use them, ``token_type_ids``.
@@ -473,14 +669,19 @@ class Tokenizer:
         if not want_types:
             del out["token_type_ids"]
 
+        if return_tensors not in ("pt", "np", None):
+            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt' (torch), 'np' (numpy) "
+                             "or None (lists)")  # fmt: skip
+        if return_tensors is not None and len({len(r) for r in out["input_ids"]}) > 1:
+            raise ValueError(f"sequences have different lengths: pass padding=True to make a {return_tensors!r} tensor")
         if return_tensors == "pt":
             import torch
 
-            if len({len(r) for r in out["input_ids"]}) > 1:
-                raise ValueError("sequences have different lengths: pass padding=True to make a tensor")
             return BatchEncoding({k: torch.tensor(v, dtype=torch.long).reshape(len(v), -1) for k, v in out.items()})
-        if return_tensors is not None:
-            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt' or None")
+        if return_tensors == "np":
+            import numpy as np
+
+            return BatchEncoding({k: np.array(v, dtype=np.int64).reshape(len(v), -1) for k, v in out.items()})
         if single:
             return BatchEncoding({k: v[0] for k, v in out.items()})
         return BatchEncoding(out)
@@ -509,15 +710,88 @@ class Tokenizer:
         """Write ``tokenizer.json`` (into ``path`` if it is a directory); returns the file written.
 
         ``tokenizers.Tokenizer.from_file`` loads it and encodes exactly as this tokenizer does.
-        A directory also gets a small ``tokenizer_config.json`` with the padding settings.
+        A directory also gets the ``tokenizer_config.json`` of ``save_pretrained``, unchecked; use
+        ``save_pretrained`` for a directory that transformers will load.
         """
         path = Path(path)
         if path.is_dir() or not path.suffix:
             path.mkdir(parents=True, exist_ok=True)
-            config = {"pad_token": self.pad_token, "model_max_length": self.model_max_length,
-                      "padding_side": self.padding_side, "truncation_side": self.truncation_side}  # fmt: skip
-            (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+            config = json.dumps(self._tokenizer_config(), ensure_ascii=False, indent=2)
+            (path / "tokenizer_config.json").write_text(config, encoding="utf-8")
             path = path / "tokenizer.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
         return path
+
+    def save_pretrained(self, save_directory: str | Path) -> tuple[str, ...]:
+        """Write a directory that ``transformers.AutoTokenizer.from_pretrained`` loads, as transformers does.
+
+        Two files, as transformers 5 writes them (it no longer writes ``special_tokens_map.json``):
+        ``tokenizer.json`` (``save``) and ``tokenizer_config.json``, which holds what
+        ``tokenizer.json`` cannot: ``model_max_length``, the padding and truncation sides, the
+        named special tokens, the other special tokens (as ``additional_special_tokens``) and
+        ``model_input_names``. Both transformers and ``load_tokenizer`` read it back.
+
+        Args:
+            save_directory: the directory, created if missing.
+
+        Returns:
+            The paths written, as strings, as transformers returns them:
+            ``(".../tokenizer_config.json", ".../tokenizer.json")``.
+
+        Raises:
+            ValueError: a named special token (``eos_token`` ...) that is not an added token marked
+                special. transformers would make it one on loading, so text that contains it would
+                be split differently there (and a token new to the vocabulary would get a new id).
+            NotADirectoryError: ``save_directory`` is a file.
+
+        >>> tok.save_pretrained("my-tokenizer")                 # doctest: +SKIP
+        ('my-tokenizer/tokenizer_config.json', 'my-tokenizer/tokenizer.json')
+        >>> AutoTokenizer.from_pretrained("my-tokenizer")       # doctest: +SKIP
+        """
+        directory = Path(save_directory)
+        if directory.exists() and not directory.is_dir():
+            raise NotADirectoryError(f"save_directory {str(directory)!r} is a file: save_pretrained writes a "
+                                     "directory; use save(path) for a single tokenizer.json")  # fmt: skip
+        self._check_named_tokens()
+        directory.mkdir(parents=True, exist_ok=True)
+        config_path = directory / "tokenizer_config.json"
+        config_path.write_text(json.dumps(self._tokenizer_config(), ensure_ascii=False, indent=2), encoding="utf-8")
+        return str(config_path), str(self.save(directory / "tokenizer.json"))
+
+    def _tokenizer_config(self) -> dict[str, Any]:
+        """transformers' ``tokenizer_config.json``: a plain ``PreTrainedTokenizerFast`` over ``tokenizer.json``."""
+        named = self.special_tokens_map.values()
+        return {
+            "tokenizer_class": "PreTrainedTokenizerFast",  # transformers 4 and 5 both know this name
+            "model_max_length": NO_LIMIT if self.model_max_length is None else self.model_max_length,
+            "padding_side": self.padding_side,
+            "truncation_side": self.truncation_side,
+            "model_input_names": list(self.model_input_names),
+            "clean_up_tokenization_spaces": False,  # our decode is the decoder's, with no extra clean-up
+            **{name: getattr(self, name) for name in SPECIAL_TOKEN_NAMES},
+            "additional_special_tokens": [t.content for t in sorted(self.added_tokens, key=lambda t: t.id)
+                                          if t.special and t.content not in named],  # fmt: skip
+        }
+
+    def _check_named_tokens(self) -> None:
+        """Each named special token must be an added token marked special, as transformers will make it."""
+        for name in SPECIAL_TOKEN_NAMES:
+            token = getattr(self, name)
+            if token is None:
+                continue
+            if not isinstance(token, str):
+                raise TypeError(f"{name} is {token!r}, a {type(token).__name__}: a special token is a str (or None)")
+            added = self._added_by_content.get(token)
+            if added is not None and added.special:
+                continue
+            if added is not None:
+                why = "transformers would mark it special, so skip_special_tokens would drop it there"
+                fix = "set .special = True on it in tok.added_tokens"
+            else:
+                i = self.token_to_id(token)
+                why = "transformers would add it, so text containing it would split differently there"
+                why += "" if i is not None else f" and it would get the new id {self.vocab_size}"
+                fix = f"add it first, tok.add_tokens([AddedToken({token!r}, {self.vocab_size if i is None else i})])"
+            raise ValueError(f"{name}={token!r} is not an added token marked special: {why}; {fix}, "
+                             f"or set tok.{name} = None")  # fmt: skip

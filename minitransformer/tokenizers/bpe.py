@@ -62,7 +62,9 @@ class BPETokenizer(Tokenizer):
         )
         self.vocab = dict(vocab)
         self.merges = [tuple(m) for m in merges]
-        self.unk_token = unk_token
+        # The model's own unknown token (tokenizer.json's model.unk_token); transformers' named
+        # ``unk_token`` is a separate attribute of the base class.
+        self.model_unk_token = unk_token
         self.continuing_subword_prefix = continuing_subword_prefix
         self.end_of_word_suffix = end_of_word_suffix
         self.ignore_merges = ignore_merges
@@ -136,9 +138,9 @@ class BPETokenizer(Tokenizer):
                 pending_unk = False
             elif self.byte_fallback and all(f"<0x{b:02X}>" in vocab for b in s.encode()):
                 ids += [vocab[f"<0x{b:02X}>"] for b in s.encode()]
-            elif self.unk_token is not None:
+            elif self.model_unk_token is not None:
                 if not (pending_unk and self.fuse_unk):  # runs of unknown characters fuse into one
-                    ids.append(vocab[self.unk_token])
+                    ids.append(vocab[self.model_unk_token])
                 pending_unk = True
         return ids
 
@@ -221,7 +223,7 @@ class BPETokenizer(Tokenizer):
         return {
             "type": "BPE",
             "dropout": None,
-            "unk_token": self.unk_token,
+            "unk_token": self.model_unk_token,
             "continuing_subword_prefix": self.continuing_subword_prefix,
             "end_of_word_suffix": self.end_of_word_suffix,
             "fuse_unk": self.fuse_unk,

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .base import AddedToken, Tokenizer, TokenizerFileError
+from .base import SPECIAL_TOKEN_NAMES, AddedToken, Tokenizer, TokenizerFileError
 from .bpe import BPETokenizer
 from .normalize import BertNormalizer, normalizer_from_dict
 from .pretokenize import PreTokenizer, pre_tokenizer_from_dict
@@ -94,10 +94,15 @@ def _token_name(value: Any) -> str | None:
 
 
 def _apply_config(tok: Tokenizer, config: dict[str, Any]) -> None:
-    """Take what transformers' ``tokenizer_config.json`` says about padding and length."""
-    pad = _token_name(config.get("pad_token"))
-    if pad is not None and tok.token_to_id(pad) is not None:
-        tok.pad_token = pad
+    """Take what transformers' ``tokenizer_config.json`` says about special tokens, padding and length.
+
+    A named special token that is not in the vocabulary is ignored (transformers would add it).
+    """
+    for name in SPECIAL_TOKEN_NAMES:
+        if name in config:
+            token = _token_name(config[name])
+            if token is None or tok.token_to_id(token) is not None:
+                setattr(tok, name, token)
     max_length = config.get("model_max_length")
     if isinstance(max_length, int) and max_length < 10**12:  # transformers writes 1e30 for "no limit"
         tok.model_max_length = max_length
@@ -290,7 +295,10 @@ def from_vocab_and_merges(vocab_path: str | Path, merges_path: str | Path) -> BP
                 )
         merges.append((parts[0], parts[1]))
     added = [AddedToken(t, vocab[t]) for t in ("<|endoftext|>",) if t in vocab]
-    return BPETokenizer(vocab, merges, added_tokens=added)
+    tok = BPETokenizer(vocab, merges, added_tokens=added)
+    if added:  # GPT2Tokenizer's defaults: one token begins, ends and stands for the unknown
+        tok.bos_token = tok.eos_token = tok.unk_token = "<|endoftext|>"
+    return tok
 
 
 def from_vocab_txt(path: str | Path, config: dict[str, Any] | None = None) -> WordPieceTokenizer:

@@ -145,6 +145,20 @@ class UnigramTokenizer(Tokenizer):
             ids.append(self.unk_id)
         return ids
 
+    def _piece_tokens(self, piece: str) -> list[str]:
+        """The token strings of one piece, as ``tokenize`` shows them.
+
+        Like ``tokenizers``, an unknown run keeps its own text (``"ΩΩ"``), though its id is ``unk_id``.
+        """
+        tokens: list[str] = []
+        for token in self.segment(piece):
+            byte_tokens = [f"<0x{b:02X}>" for b in token.encode("utf-8")]
+            if token not in self.vocab and self.byte_fallback and all(b in self.vocab for b in byte_tokens):
+                tokens += byte_tokens
+            else:
+                tokens.append(token)
+        return tokens
+
     def _model_vocab(self) -> dict[str, int]:
         return self.vocab
 

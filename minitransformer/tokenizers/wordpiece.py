@@ -51,7 +51,9 @@ class WordPieceTokenizer(Tokenizer):
         if unk_token not in vocab:
             raise ValueError(f"the unknown token {unk_token!r} is not in the vocabulary")
         self.vocab = dict(vocab)
-        self.unk_token = unk_token
+        # The model's own unknown token, for a word it cannot cut; transformers' named ``unk_token``
+        # is a separate attribute of the base class (``bert()`` sets it to the same token).
+        self.model_unk_token = unk_token
         self.unk_id = vocab[unk_token]
         self.prefix = continuing_subword_prefix
         self.max_input_chars_per_word = max_input_chars_per_word
@@ -70,7 +72,10 @@ class WordPieceTokenizer(Tokenizer):
             decoder=WordPieceDecoder(),
             added_tokens=added,
         )
-        tok.pad_token = "[PAD]" if "[PAD]" in vocab else None
+        # The named special tokens that transformers' BertTokenizer has, where the vocabulary has them.
+        for name, token in [("unk_token", "[UNK]"), ("sep_token", "[SEP]"), ("pad_token", "[PAD]"),
+                            ("cls_token", "[CLS]"), ("mask_token", "[MASK]")]:  # fmt: skip
+            setattr(tok, name, token if token in vocab else None)
         return tok
 
     def _encode_piece(self, word: str) -> list[int]:
@@ -99,7 +104,7 @@ class WordPieceTokenizer(Tokenizer):
     def _model_to_dict(self) -> dict[str, Any]:
         return {
             "type": "WordPiece",
-            "unk_token": self.unk_token,
+            "unk_token": self.model_unk_token,
             "continuing_subword_prefix": self.prefix,
             "max_input_chars_per_word": self.max_input_chars_per_word,
             "vocab": self.vocab,

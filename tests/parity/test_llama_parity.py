@@ -122,7 +122,7 @@ def test_components(pair):
         cos, sin = ours.model.rotary_emb.cos_sin(positions, x.dtype)  # (1, T, D/2)
         assert_close(torch.cat((cos, cos), -1), hf_cos, what="RoPE cos")
         assert_close(torch.cat((sin, sin), -1), hf_sin, what="RoPE sin")
-        mask = ours.attention_mask(None, T, device=ids.device)  # (1, 1, T, T)
+        mask = ours.build_mask(None, T, device=ids.device)  # (1, 1, T, T)
         for i, layer in enumerate(ours.model.layers):
             assert_close(layer.attn_norm(rec.input(f"l{i}.in_norm")), rec.output(f"l{i}.in_norm"),
                          what=f"layer {i} input_layernorm")

@@ -21,7 +21,7 @@ from minitransformer.layers.masks import decoder_mask, padding_mask, to_additive
 from minitransformer.layers.norms import RMSNorm  # noqa: E402
 from minitransformer.layers.relative_position import RelativePositionBias  # noqa: E402
 from minitransformer.loading import from_pretrained as _loading_from_pretrained  # noqa: E402
-from minitransformer.models.t5 import T5, T5Config, T5Stack, t5_attention, t5_mlp  # noqa: E402
+from minitransformer.models.t5 import T5, T5Config, T5DecoderStack, T5EncoderStack, t5_attention, t5_mlp  # noqa: E402
 from minitransformer.testing import assert_close, seed_weights  # noqa: E402
 
 pytestmark = pytest.mark.parity
@@ -200,18 +200,6 @@ def test_encode_then_decode_equals_forward(checkpoints):
     assert torch.equal(full.logits, dec.logits)
 
 
-class _ListCache:
-    """The smallest KV cache: append this step's keys and values to the earlier ones."""
-
-    def __init__(self):
-        self.k = self.v = None
-
-    def update(self, k, v):
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)  # (B, Hkv, S_past + S, D)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-        return self.k, self.v
-
-
 def test_cached_decoding_equals_full_decoding(checkpoints):
     """The decoder run one token at a time with a KV cache gives the logits of one full pass."""
     ours, _ = _load_pair(checkpoints, "v1_0_tied")
@@ -219,8 +207,8 @@ def test_cached_decoding_equals_full_decoding(checkpoints):
     with torch.no_grad():
         enc = ours.encode(input_ids, attention_mask).last_hidden_state
         full = ours.decode(decoder_input_ids, enc, attention_mask).logits
-        caches = [_ListCache() for _ in range(TINY["num_decoder_layers"])]
-        steps = [ours.decode(decoder_input_ids[:, t:t + 1], enc, attention_mask, caches=caches, past_length=t).logits
+        cache = ours.new_cache()
+        steps = [ours.decode(decoder_input_ids[:, t:t + 1], enc, attention_mask, past_key_values=cache).logits
                  for t in range(decoder_input_ids.shape[1])]
     assert_close(torch.cat(steps, dim=1), full, what="cached step-by-step logits")
 
@@ -331,7 +319,7 @@ def test_encoder_block_matches(ff):
     config, hf_config = _configs(ff)
     theirs = mt5.T5Block(hf_config, has_relative_attention_bias=True, layer_idx=0).eval()
     _randomise_norms(theirs)
-    ours = T5Stack(config, is_decoder=False).layers[0].eval()
+    ours = T5EncoderStack(config).layers[0].eval()
     _copy_attention(ours.self_attn, theirs.layer[0].SelfAttention)
     _copy(ours.attn_norm, theirs.layer[0].layer_norm)
     _copy_mlp(ours.mlp, theirs.layer[1].DenseReluDense)
@@ -348,7 +336,7 @@ def test_decoder_block_matches():
     config, hf_config = _configs("gated-gelu", is_decoder=True)
     theirs = mt5.T5Block(hf_config, has_relative_attention_bias=True, layer_idx=0).eval()
     _randomise_norms(theirs)
-    ours = T5Stack(config, is_decoder=True).layers[0].eval()
+    ours = T5DecoderStack(config).layers[0].eval()
     _copy_attention(ours.self_attn, theirs.layer[0].SelfAttention)
     _copy(ours.attn_norm, theirs.layer[0].layer_norm)
     _copy_attention(ours.cross_attn, theirs.layer[1].EncDecAttention)
