@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 
 
-
 @dataclass
 class SpeculativeOutput:
     """``sequences`` (1, P + n) as ``generate`` returns them; ``acceptance_rate`` = accepted / drafted."""

@@ -38,9 +38,9 @@ from torch import nn
 from minitransformer.layers.attention import DEFAULT_BACKEND, MultiHeadAttention, fused_kernels
 from minitransformer.layers.blocks import DecoderBlock, EncoderBlock
 from minitransformer.layers.embeddings import TokenEmbedding
+from minitransformer.layers.kv_cache import EncoderDecoderCache
 from minitransformer.layers.masks import causal_mask, padding_mask, to_additive
 from minitransformer.layers.mlp import MLP, GatedMLP, get_activation
-from minitransformer.layers.kv_cache import EncoderDecoderCache
 from minitransformer.layers.norms import RMSNorm
 from minitransformer.layers.relative_position import RelativePositionBias
 from minitransformer.models.base import Config, EncoderDecoderModel, check_inputs
