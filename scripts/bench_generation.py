@@ -135,7 +135,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = transformers.GPT2Config()  # 124M
         transformers.GPT2LMHeadModel(config).save_pretrained(tmp)
-        ours = minitransformer.from_pretrained(Path(tmp), device=device)
+        # the fused path, as transformers' default: the models' own default is the written-out "math"
+        ours = minitransformer.from_pretrained(Path(tmp), device=device, attn_implementation="sdpa")
         theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp).to(device).eval()  # default attention (sdpa)
     theirs.generation_config.eos_token_id = None  # random weights: never stop early, in either
     theirs.generation_config.pad_token_id = 0
@@ -172,7 +173,7 @@ def main() -> None:
         from minitransformer.generation import speculative_generate
         from minitransformer.models.gpt2 import GPT2
 
-        draft = GPT2(dataclasses.replace(ours.config, n_layer=2)).to(device).eval()
+        draft = GPT2(dataclasses.replace(ours.config, n_layer=2), attn_implementation="sdpa").to(device).eval()
         draft.load_state_dict({k: v for k, v in ours.state_dict().items() if k in draft.state_dict()})
         t_target, target_out = timed(lambda: ours.generate(prompt, **kw), device)
         t_spec, spec = timed(lambda: speculative_generate(ours, draft, prompt, max_new_tokens=new, num_draft_tokens=4,

@@ -68,7 +68,7 @@ def bench_forward(directory: Path, repeats: int) -> None:
 
     from minitransformer.loading import from_pretrained
 
-    ours = from_pretrained(directory)
+    ours = from_pretrained(directory, attn_implementation="sdpa")  # fused, as transformers' default is
     theirs = transformers.GPT2LMHeadModel.from_pretrained(directory).eval()  # default attention: sdpa
     ids = torch.randint(0, 50257, (4, 256), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -77,8 +77,8 @@ tiny = GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=4
 print(GPT2(tiny))
 
 # %% [markdown]
-# The 124M model is `GPT2Config()`'s defaults. Built inside `empty_weights()` its parameters live on
-# PyTorch's `meta` device: shapes, no memory, no random init. That is how `from_pretrained` builds
+# The 124M model is the preset `GPT2Config.from_name("gpt2")` (also `GPT2Config()`'s defaults).
+# Built inside `empty_weights()` its parameters live on PyTorch's `meta` device: shapes, no memory, no random init. That is how `from_pretrained` builds
 # the model before filling it from the checkpoint, and how we can count a big model for free.
 #
 # The output head is *tied*: `lm_head.weight` is the very same tensor as `transformer.wte.weight`,
@@ -87,7 +87,7 @@ print(GPT2(tiny))
 
 # %%
 with empty_weights():
-    gpt2_small = GPT2(GPT2Config())
+    gpt2_small = GPT2(GPT2Config.from_name("gpt2"))  # the presets: "gpt2", "gpt2-medium", ... "gpt2-tiny"
 print("device:", gpt2_small.transformer.wte.weight.device)
 print(f"parameters: {gpt2_small.num_parameters() / 1e6:.1f}M")
 print("head tied to the embedding:", gpt2_small.lm_head.weight is gpt2_small.transformer.wte.weight)

@@ -139,11 +139,9 @@ print("tiny LLaMA (2 layers, B=1, Hkv=2, S=6, D=8, fp32): measured", cache_nbyte
 # and runs in bfloat16 (2 bytes).
 
 # %%
-llama3_8b = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
-                        rope_theta=500000.0)
+llama3_8b = LlamaConfig.from_name("llama-3-8b")  # a named preset: Llama-3-8B's sizes (LlamaConfig.presets)
 with empty_weights():
-    n_gpt2, n_llama = GPT2(GPT2Config()).num_parameters(), Llama(llama3_8b).num_parameters()
+    n_gpt2, n_llama = GPT2(GPT2Config.from_name("gpt2")).num_parameters(), Llama(llama3_8b).num_parameters()
 
 S = 4096
 rows = [  # name, layers, Hkv, D, dtype, weights in bytes
@@ -207,7 +205,7 @@ print("row 0:", ids[0, 5:].tolist())
 # %% [markdown]
 # The library's `generate` splits the same loop into `prefill` and `decode_step`
 # (`generation/sessions.py`) and builds the mask and positions once per generation. Its cache
-# (`generation/cache.py`) does not grow with `torch.cat`, which would copy the whole cache at every
+# (`layers/kv_cache.py`) does not grow with `torch.cat`, which would copy the whole cache at every
 # step: it reserves room and writes each step's keys in place.
 #
 # ## 4. The cost curve: time per token against position

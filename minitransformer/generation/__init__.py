@@ -3,7 +3,8 @@
     cache.py         DynamicCache, StaticCache, EncoderDecoderCache, cache_nbytes
     logits.py        repetition penalty, temperature, top-k, top-p, choosing the next token
     sessions.py      prefill and decode_step, and the per-generation state they share
-    generate.py      GenerationMixin.generate: greedy and sampling loop
+    config.py        GenerationConfig: every option of generate, checked in one place
+    generate.py      generate(model, ids, **options): greedy and sampling loop, GenerateOutput
     beam_search.py   beam search with length penalty and early stopping
     speculative.py   speculative decoding with a draft model
     streaming.py     TextStreamer, TextIteratorStreamer, stream_text, StopStrings
@@ -16,6 +17,7 @@ from minitransformer.generation.cache import (
     cache_nbytes,
     expected_cache_nbytes,
 )
-from minitransformer.generation.generate import GenerationConfig, GenerationMixin
+from minitransformer.generation.config import GenerationConfig, UnknownGenerationOption
+from minitransformer.generation.generate import GenerateOutput, GenerationMixin, generate
 from minitransformer.generation.speculative import SpeculativeOutput, speculative_generate
 from minitransformer.generation.streaming import StopStrings, TextIteratorStreamer, TextStreamer, stream_text

@@ -1,26 +1,14 @@
-"""Turning the next-token logits (B, V) into a choice: penalties, temperature, top-k, top-p, sampling.
+"""Turning the next-token logits (B, V) into a choice: penalties, bans, temperature, top-k, top-p, min-p, sampling.
 
-Applied in transformers' order: repetition penalty, then (when sampling) temperature, top-k, top-p.
-Filtered-out tokens get ``-inf``, so softmax gives them probability exactly 0.
+Applied in transformers' order (its ``_get_logits_processor``): repetition penalty, no-repeat n-grams,
+bad words, minimum length (EOS banned), forced BOS / EOS, then, when sampling, temperature, top-k,
+top-p, min-p. Filtered-out tokens get ``-inf``, so softmax gives them probability exactly 0.
+The arguments are checked once, by :meth:`GenerationConfig.resolve`, not here.
 """
 
 from __future__ import annotations
 
 import torch
-
-
-def check_sampling_args(*, temperature: float, top_k: int | None, top_p: float | None, repetition_penalty: float,
-                        do_sample: bool) -> None:
-    """Clear errors for arguments that would silently give nonsense."""
-    if do_sample and not temperature > 0:
-        raise ValueError(f"temperature must be > 0 when do_sample=True, got temperature={temperature}; "
-                         "use do_sample=False for greedy decoding")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive int or None, got top_k={top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got top_p={top_p}")
-    if not repetition_penalty > 0:
-        raise ValueError(f"repetition_penalty must be > 0 (1.0 means none), got repetition_penalty={repetition_penalty}")
 
 
 def apply_repetition_penalty(logits: torch.Tensor, previous_ids: torch.Tensor, penalty: float,
@@ -71,15 +59,94 @@ def apply_top_p(logits: torch.Tensor, top_p: float | None, min_tokens_to_keep: i
     return logits.masked_fill(drop, float("-inf"))
 
 
+def apply_min_p(logits: torch.Tensor, min_p: float | None, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Drop the tokens less likely than ``min_p`` times the most likely one (Nguyen et al. 2024)."""
+    if min_p is None:
+        return logits
+    probs = logits.softmax(dim=-1)  # (B, V)
+    drop = probs < min_p * probs.amax(dim=-1, keepdim=True)
+    keep = torch.topk(probs, min(min_tokens_to_keep, probs.shape[-1]), dim=-1).indices  # (B, k)
+    drop = drop.scatter(-1, keep, False)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def ban_repeated_ngrams(logits: torch.Tensor, previous_ids: torch.Tensor, n: int) -> torch.Tensor:
+    """Forbid every token that would complete an n-gram already present in previous_ids (B, T).
+
+    Example: n = 2 and previous ids [5, 6, 7, 5]: the last token 5 was once followed by 6, so 6 is banned.
+    """
+    T = previous_ids.shape[1]
+    if n <= 0 or T < n:
+        return logits
+    V = logits.shape[-1]
+    prefix = previous_ids[:, T + 1 - n:]  # (B, n - 1) the tokens the next one would extend
+    windows = previous_ids.unfold(1, n, 1)  # (B, T - n + 1, n) every n-gram so far
+    matches = (windows[..., :-1] == prefix[:, None]).all(dim=-1)  # (B, T - n + 1) n-grams with that prefix
+    banned = torch.zeros(logits.shape[0], V + 1, dtype=torch.bool, device=logits.device)
+    banned.scatter_(1, torch.where(matches, windows[..., -1], V), True)  # column V collects the non-matches
+    return logits.masked_fill(banned[:, :V], float("-inf"))
+
+
+def ban_bad_words(logits: torch.Tensor, previous_ids: torch.Tensor, bad_words_ids: list[list[int]] | None,
+                  eos_token_id: list[int] = ()) -> torch.Tensor:
+    """Forbid each bad word's last token when the sequence ends with the rest of it (a one-token word: always).
+
+    A one-token bad word that is an EOS id is left out, as transformers leaves it (it would stop nothing).
+    """
+    if not bad_words_ids:
+        return logits
+    T = previous_ids.shape[1]
+    banned = torch.zeros_like(logits, dtype=torch.bool)  # (B, V)
+    for word in bad_words_ids:
+        if len(word) == 1 and word[0] in eos_token_id:
+            continue
+        *prefix, last = word
+        if len(prefix) > T:
+            continue
+        if prefix:
+            ends_with_prefix = (previous_ids[:, T - len(prefix):] == torch.tensor(prefix, device=logits.device)).all(-1)
+        else:
+            ends_with_prefix = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
+        banned[:, last] |= ends_with_prefix
+    return logits.masked_fill(banned, float("-inf"))
+
+
+def force_token(logits: torch.Tensor, token_ids: int | list[int]) -> torch.Tensor:
+    """Only ``token_ids`` stay possible (score 0), every other token -inf."""
+    forced = torch.full_like(logits, float("-inf"))
+    forced[:, token_ids] = 0
+    return forced
+
+
 def process_logits(logits: torch.Tensor, previous_ids: torch.Tensor, *, do_sample: bool, temperature: float = 1.0,
-                   top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
-                   ignore: torch.Tensor | None = None, min_tokens_to_keep: int = 1) -> torch.Tensor:
-    """All of the above in transformers' order. Temperature/top-k/top-p only shape sampling."""
+                   top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
+                   repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
+                   bad_words_ids: list[list[int]] | None = None, eos_token_id: list[int] = (), min_length: int = 0,
+                   forced_bos_token_id: int | None = None, forced_eos_token_id: int | list[int] | None = None,
+                   max_length: int | None = None, ignore: torch.Tensor | None = None,
+                   min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """All of the above in transformers' order. Temperature/top-k/top-p/min-p only shape sampling.
+
+    logits (B, V); previous_ids (B, T): the sequence so far (T5: the decoder tokens). min_length and
+    max_length count previous_ids' columns, as transformers counts them: EOS is banned while
+    T < min_length, ``forced_eos_token_id`` is the only choice at T = max_length - 1 and
+    ``forced_bos_token_id`` at T = 1.
+    """
+    T = previous_ids.shape[1]
     logits = apply_repetition_penalty(logits, previous_ids, repetition_penalty, ignore)
+    logits = ban_repeated_ngrams(logits, previous_ids, no_repeat_ngram_size)
+    logits = ban_bad_words(logits, previous_ids, bad_words_ids, eos_token_id)
+    if T < min_length and len(eos_token_id) > 0:
+        logits = logits.index_fill(1, torch.tensor(list(eos_token_id), device=logits.device), float("-inf"))
+    if forced_bos_token_id is not None and T == 1:
+        logits = force_token(logits, forced_bos_token_id)
+    if forced_eos_token_id is not None and max_length is not None and T == max_length - 1:
+        logits = force_token(logits, forced_eos_token_id)
     if do_sample:
         logits = apply_temperature(logits, temperature)
         logits = apply_top_k(logits, top_k, min_tokens_to_keep)
         logits = apply_top_p(logits, top_p, min_tokens_to_keep)
+        logits = apply_min_p(logits, min_p, min_tokens_to_keep)
     return logits
 
 

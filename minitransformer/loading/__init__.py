@@ -1,8 +1,9 @@
 """Loading HuggingFace checkpoints into minitransformer models, and saving them back.
 
-    from minitransformer.loading import from_pretrained, save_pretrained
+    from minitransformer.loading import AutoModelForSequenceClassification, from_pretrained, save_pretrained
     model = from_pretrained("openai-community/gpt2")      # hub id, or a local directory
     save_pretrained(model, "out/")                        # transformers' Auto classes can load "out/"
+    clf = AutoModelForSequenceClassification.from_pretrained("google-bert/bert-base-uncased")  # new head
 
 What happens in :func:`from_pretrained` (``loading/core.py``), step by step:
 
@@ -10,7 +11,8 @@ What happens in :func:`from_pretrained` (``loading/core.py``), step by step:
    ``huggingface_hub.snapshot_download`` (honours ``HF_HOME``/``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and
    ``revision``, read when you call, not when Python started).
 2. **Config** (``registry.py``): ``config.json``'s ``model_type`` picks a :class:`Family`;
-   ``architectures[0]`` picks the model class inside it. The config dataclass is built with
+   ``architectures[0]`` picks the model class inside it, unless ``model_class=`` (or an Auto class,
+   ``auto.py``) names one. The config dataclass is built with
    ``ConfigClass.from_dict(config_json)``, and its values checked (``models/config_checks.py``: sizes are
    positive ints, heads divide the width); a bad one is a :class:`ConfigError` naming the field.
 3. **Empty model** (``core.py``): the model is built inside :func:`empty_weights`, so every
@@ -24,17 +26,24 @@ What happens in :func:`from_pretrained` (``loading/core.py``), step by step:
 5. **Map** (``weight_map.py`` + ``maps/<family>.py``): the family's declarative :class:`WeightMap`
    turns HF names and layouts into ours. Problems are collected, not raised one at a time: a single
    :class:`LoadingError` lists every missing key, unexpected key and shape mismatch by name.
+   Two exceptions, declared in each map, as transformers has them: a *task head* the checkpoint lacks
+   (``WeightMap.task_heads``: a ``BertModel`` checkpoint read into the classifier has no ``classifier``)
+   is initialised with the model's own ``_init_weights``, and the keys of a head the class does not
+   have (``WeightMap.other_heads``) are dropped; each is named in one warning line.
 6. **Assign** (``core.py``): each mapped tensor is copied, cast to one dtype (``dtype`` if asked, else as
    transformers: config.json's ``dtype``, else the first floating-point weight's), into fresh
    contiguous memory that *becomes* the parameter (no random init to overwrite), and the file's
    pages are handed back right away (``Checkpoint.release``), so peak memory is about one copy of
    the weights.
    Tied parameters (an LM head sharing the embedding) are found on the model itself and re-tied.
-7. ``model.to(device).eval()``.
+7. **Generation defaults**: an optional ``generation_config.json`` becomes ``model.generation_config``
+   (``generation/config.py``'s ``GenerationConfig``; absent file, nothing set).
+8. ``model.to(device).eval()``.
 
 :func:`save_pretrained` runs the same map backwards (each rule's inverse transforms) and writes
 ``config.json`` (``config.to_dict()``, with ``model_type`` and ``architectures``) plus
-``model.safetensors``, or with ``max_shard_size="2GB"`` transformers' shards
+``model.safetensors`` (and ``generation_config.json`` if the model has a ``generation_config``), or with
+``max_shard_size="2GB"`` transformers' shards
 (``model-00001-of-00003.safetensors``...) and ``model.safetensors.index.json``. Tied aliases are
 left out, as transformers does.
 
@@ -66,6 +75,7 @@ function ``(config, architecture) -> WeightMap`` when the names depend on them::
                     FUSED_QKV_CONV1D),                                            # a named LayoutTransform
         ),
         hf_prefix="model.",        # added to every checkpoint key when none has it (a base-model save)
+        task_heads=("lm_head",),   # our modules a base-model checkpoint lacks: initialised anew, reported
         ignore=(r"\\.attn\\.bias$",),  # regexes of checkpoint keys to drop silently (old buffers)
         load_aliases=((r"LayerNorm\\.gamma$", "LayerNorm.weight"),),  # old names -> current, loading only
     )
@@ -74,7 +84,8 @@ function ``(config, architecture) -> WeightMap`` when the names depend on them::
   other names of the rule.
 - every tensor transform is a :class:`LayoutTransform`: a name, a docstring saying *why*, a
   ``to_ours`` and its inverse ``to_hf``. Transforms should return views when they can (a transpose, a
-  split) so loading copies nothing.
+  split): loading then copies each tensor once, from the file into the parameter's own memory
+  (step 6 above), and a transform that has to copy (a ``torch.cat``) adds a second, temporary one.
 - each of our state-dict names must be produced by exactly one rule, and each checkpoint key consumed by
   one rule or ignored; anything else is reported in the :class:`LoadingError`.
 
@@ -82,10 +93,11 @@ The registry line (``minitransformer/loading/registry.py``)::
 
     register(Family(
         model_type="bert",
-        config="minitransformer.models.bert:BERTConfig",
+        config="minitransformer.models.bert:BertConfig",
         architectures={"BertModel": "minitransformer.models.bert:BERT",
                        "BertForMaskedLM": "minitransformer.models.bert:BertForMaskedLM"},
         weight_map="minitransformer.loading.maps.bert:weight_map",
+        auto={"AutoModel": "BertModel", "AutoModelForMaskedLM": "BertForMaskedLM"},  # for loading/auto.py
     ))
 
 Paths are ``"module:attribute"`` strings imported on first use, so the loading package never imports a
@@ -93,6 +105,14 @@ model file that is not used (and models may import ``loading`` without a cycle).
 architecture listed is the default, used when ``config.json`` has none or an unknown one.
 """
 
+from minitransformer.loading.auto import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+)
 from minitransformer.loading.core import empty_weights, from_pretrained, load_weights, save_pretrained
 from minitransformer.loading.errors import ConfigError, LoadingError
 from minitransformer.loading.hub import resolve_checkpoint_dir
@@ -108,6 +128,12 @@ from minitransformer.loading.weight_map import (
 from minitransformer.models.config_checks import check_config
 
 __all__ = [
+    "AutoConfig",
+    "AutoModel",
+    "AutoModelForCausalLM",
+    "AutoModelForMaskedLM",
+    "AutoModelForSeq2SeqLM",
+    "AutoModelForSequenceClassification",
     "Checkpoint",
     "ConfigError",
     "Family",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import save_file
 from torch import nn
 
+from minitransformer.layers.attention import check_backend
 from minitransformer.loading.errors import ConfigError, LoadingError
 from minitransformer.loading.hub import resolve_checkpoint_dir
 from minitransformer.loading.io import (
@@ -29,6 +31,7 @@ from minitransformer.loading.weight_map import WeightMap
 from minitransformer.models.config_checks import check_config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+GENERATION_CONFIG = "generation_config.json"
 
 
 @contextmanager
@@ -109,9 +112,14 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint, weight_map: WeightMap
     does: ``dtype``, or with None the checkpoint's own (:func:`weights_dtype`), so that a file holding
     one fp16 LayerNorm among fp32 weights still gives a model of one dtype.
 
+    Weights of the map's ``task_heads`` that the checkpoint lacks are created with the model's own
+    ``_init_weights``, and checkpoint keys of its ``other_heads`` are dropped; each is named in one
+    ``UserWarning`` line.
+
     Raises:
-        LoadingError: missing weights, unexpected weights, shape mismatches, and integer, boolean or
-            complex tensors where the model has a floating-point parameter, each by name.
+        LoadingError: missing weights (outside the task heads), unexpected weights, shape mismatches,
+            and integer, boolean or complex tensors where the model has a floating-point parameter,
+            each by name.
     """
     aliases = _tied_aliases(model)
     expected = {name: t for name, t in model.state_dict(keep_vars=True).items() if name not in aliases}
@@ -121,17 +129,20 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint, weight_map: WeightMap
         ours.pop(alias, None)  # some checkpoints also store the tied copy; the tie decides
 
     def source(name: str) -> str:
-        return ", ".join(mapped.sources.get(name, ())) or ", ".join(weight_map.hf_names_for(name)) or "?"
+        rule_names = map(mapped.checkpoint_key, weight_map.hf_names_for(name))
+        return ", ".join(mapped.sources.get(name, ())) or ", ".join(rule_names) or "?"
 
-    missing = [f"{name}  (checkpoint key: {source(name)})"
-               for name in expected if name not in ours and name not in mapped.unconverted]
+    absent = [name for name in expected if name not in ours and name not in mapped.unconverted]
+    # A task head the checkpoint lacks (saved from the base model) is created anew; the body must be there.
+    new_heads = [name for name in absent if weight_map.task_head_of(name) is not None]
+    missing = [f"{name}  (checkpoint key: {source(name)})" for name in absent if name not in new_heads]
     mismatched = mapped.mismatched + [
         f"{name}: checkpoint gives {tuple(ours[name].shape)}, model expects {tuple(t.shape)} "
         f"(checkpoint key: {source(name)})"
         for name, t in expected.items() if name in ours and ours[name].shape != t.shape]
     unexpected = mapped.unexpected + [f"{name} (mapped from the checkpoint, unknown to the model)"
                                       for name in ours if name not in expected]
-    missing += [f"{name} (needed by a rule of the weight map)" for name in mapped.missing_hf]
+    missing += [f"{mapped.checkpoint_key(name)} (needed by a rule of the weight map)" for name in mapped.missing_hf]
     file_of = getattr(checkpoint, "file_of", None)  # a real Checkpoint knows each tensor's file
     wrong_dtype = []
     for name, t in expected.items():
@@ -144,6 +155,8 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint, weight_map: WeightMap
                            wrong_dtype=wrong_dtype)
 
     dtype = dtype or weights_dtype(checkpoint)
+    if new_heads:
+        _init_task_heads(model, {name: expected[name] for name in new_heads}, weight_map, dtype)
     release = getattr(checkpoint, "release", None)
     for name, tensor in ours.items():
         # One dtype for every float weight (as transformers: a stray fp16 norm would fail the forward with
@@ -161,7 +174,35 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint, weight_map: WeightMap
         _set_tensor(model, name, tensor)
     for alias, source_name in aliases.items():
         _set_tensor(model, alias, model.get_parameter(source_name))
+    at = getattr(checkpoint, "directory", "?")
+    if new_heads:
+        warnings.warn(f"Some weights of {type(model).__name__} were not initialized from the model checkpoint at "
+                      f"{at} and are newly initialized: {new_heads}. You should probably TRAIN this model on a "
+                      "down-stream task to be able to use it for predictions and inference.", stacklevel=3)
+    if mapped.unused_heads:
+        warnings.warn(f"Some weights of the model checkpoint at {at} were not used when initializing "
+                      f"{type(model).__name__}: {mapped.unused_heads}. This IS expected if the checkpoint is "
+                      "of another task head (a classifier read into the base model).", stacklevel=3)
     return model
+
+
+def _init_task_heads(model: nn.Module, new: dict[str, torch.Tensor], weight_map: WeightMap,
+                     dtype: torch.dtype | None) -> None:
+    """Create the weights ``new`` (our name -> the model's meta tensor) of task heads the checkpoint lacks,
+    initialised as the model's ``__init__`` does: zeros (a bare bias, like the MLM head's, stays so), then
+    the model's own ``_init_weights`` on every module of each head. Runs before the loaded weights are
+    assigned, so a head's weights that the checkpoint does have are still on ``meta`` and untouched."""
+    for name, t in new.items():
+        _set_tensor(model, name, torch.zeros(t.shape, dtype=(dtype or t.dtype) if t.is_floating_point() else t.dtype))
+    init = getattr(model, "_init_weights", None)
+    for head in dict.fromkeys(weight_map.task_head_of(name) for name in new):
+        module = model.get_submodule(head)
+        if init is not None:
+            module.apply(init)
+        else:
+            for m in module.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
 
 
 def weights_dtype(checkpoint: Checkpoint) -> torch.dtype | None:
@@ -230,6 +271,37 @@ def config_dtype(config: dict[str, Any], path: Path) -> torch.dtype | None:
     return dtype
 
 
+def read_generation_config(directory: str | Path) -> Any:
+    """The checkpoint's ``generation_config.json`` as a :class:`~minitransformer.generation.config.GenerationConfig`,
+    or None when it has none (most base models). Keys that are no option of ours are kept in ``extra``.
+
+    Raises:
+        LoadingError: the file is not a JSON object, or is a link out of the directory.
+    """
+    path = checkpoint_file(directory, GENERATION_CONFIG)
+    if not path.is_file():
+        return None
+    from minitransformer.generation.config import GenerationConfig  # on use: loading does not need generation
+
+    return GenerationConfig.from_dict(read_json_object(path))
+
+
+def read_family(directory: Path) -> tuple[Family, dict[str, Any], Path]:
+    """(family, ``config.json`` as a dict, its path) of a checkpoint directory.
+
+    Raises:
+        ConfigError: ``model_type`` absent or not one we support (the supported ones listed).
+    """
+    config_dict = read_config(directory)
+    config_path = directory / "config.json"
+    try:
+        family = get_family(config_dict.get("model_type"))
+    except ValueError as err:
+        raise ConfigError.in_file(config_path, f"does not say which model to build: {err}",
+                                  "Set model_type to one of those") from err
+    return family, config_dict, config_path
+
+
 def build_config(family: Family, config_dict: dict[str, Any], path: Path) -> tuple[str, type, Any]:
     """(architecture, our model class, the family's config) from ``config.json``'s dict, values checked.
 
@@ -249,7 +321,7 @@ def build_config(family: Family, config_dict: dict[str, Any], path: Path) -> tup
 
 def from_pretrained(path_or_repo_id: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
                     device: torch.device | str | None = None, revision: str | None = None,
-                    model_class: type | None = None) -> nn.Module:
+                    model_class: type | None = None, attn_implementation: str | None = None) -> nn.Module:
     """Load one of our models from a transformers checkpoint (a local directory or a hub id).
 
     Args:
@@ -259,10 +331,18 @@ def from_pretrained(path_or_repo_id: str | os.PathLike, *, dtype: torch.dtype | 
             first floating-point weight. Every floating-point weight is cast to that one dtype.
         device: where the model goes after loading (default: CPU, memory-mapped).
         revision: a branch, tag or commit of a hub repo.
-        model_class: force our class instead of choosing it from ``architectures``.
+        model_class: force our class instead of choosing it from ``architectures``. It may have a task
+            head the checkpoint lacks (a ``BertModel`` checkpoint into ``BertForSequenceClassification``,
+            a ``LlamaModel`` one into ``Llama``): that head is initialised with the model's own
+            ``_init_weights`` and named in one warning, as transformers does. The heads that may be
+            missing are declared in the family's weight map (``WeightMap.task_heads``); a missing
+            weight of the body is still a :class:`LoadingError`.
+        attn_implementation: "math" (the default of every family: everything written out) or "sdpa"
+            (torch's fused kernels), as the model classes take it (``layers.attention.fused_kernels``).
 
     Returns:
-        The model in eval mode.
+        The model in eval mode; with the checkpoint's ``generation_config.json``, if it has one, as
+        ``model.generation_config`` (the defaults ``generate`` uses).
 
     Raises:
         ValueError: a bad ``dtype`` argument.
@@ -278,25 +358,27 @@ def from_pretrained(path_or_repo_id: str | os.PathLike, *, dtype: torch.dtype | 
         torch.Size([1, 3, 50257])
     """
     dtype = _parse_dtype(dtype)
+    if attn_implementation is not None:
+        check_backend(attn_implementation)  # a bad name is the caller's error, not the checkpoint's
     directory = resolve_checkpoint_dir(path_or_repo_id, revision)
-    config_dict = read_config(directory)
-    config_path = directory / "config.json"
-    try:
-        family = get_family(config_dict.get("model_type"))
-    except ValueError as err:
-        raise ConfigError.in_file(config_path, f"does not say which model to build: {err}",
-                                  "Set model_type to one of those") from err
+    family, config_dict, config_path = read_family(directory)
     architecture, cls, config = build_config(family, config_dict, config_path)
-    cls = model_class or cls
+    if model_class is not None:
+        # The class decides the weight map, not config.json: a BertModel checkpoint read into the
+        # classifier needs the classifier's map, whose prefix and task head fit that class.
+        cls, architecture = model_class, family.architecture_of(model_class) or architecture
     dtype = dtype or config_dtype(config_dict, config_path)  # transformers' dtype="auto": config.json's
     try:
         with empty_weights():
-            model = cls(config)
+            model = cls(config) if attn_implementation is None else cls(config, attn_implementation=attn_implementation)
     except ValueError as err:  # a check of the layers themselves (RoPE needs an even head size...)
         raise ConfigError.in_file(config_path, f"describes a model that cannot be built: {err}",
                                   "Fix that value in config.json") from err
     with Checkpoint(directory) as checkpoint:
         load_weights(model, checkpoint, family.weight_map_for(config, architecture), dtype)
+    generation_config = read_generation_config(directory)
+    if generation_config is not None:
+        model.generation_config = generation_config  # generate's defaults for this checkpoint
     if device is not None:
         model.to(device)
     return model.eval()
@@ -304,7 +386,8 @@ def from_pretrained(path_or_repo_id: str | os.PathLike, *, dtype: torch.dtype | 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike,
                     max_shard_size: int | str | None = None) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` in transformers' layout.
+    """Write ``config.json`` and ``model.safetensors`` in transformers' layout (and
+    ``generation_config.json`` when the model has a ``generation_config``).
 
     ``transformers.AutoModelForCausalLM.from_pretrained(directory)`` (or the Auto class of the
     family) loads the result with no missing or unexpected weights.
@@ -340,6 +423,11 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike,
     if float_dtypes:
         config["dtype"] = str(float_dtypes[0]).removeprefix("torch.")
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None:
+        # Only what is set: None means "not set" (generate's default), and transformers reads the same file.
+        options = {k: v for k, v in generation_config.to_dict().items() if v is not None}
+        (directory / GENERATION_CONFIG).write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
     hf = family.weight_map_for(model.config, architecture).to_hf(ours)
     # safetensors refuses tensors that share memory (views into one memory-mapped file), so each
     # tensor gets its own contiguous CPU copy: saving costs one extra copy of the weights.

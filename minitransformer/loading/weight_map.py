@@ -13,6 +13,7 @@ when saving. Nothing is raised halfway: problems are collected and reported toge
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ def convert(hf: str | tuple[str, ...], ours: str | tuple[str, ...], transform: L
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
+@functools.lru_cache(maxsize=4096)
 def _compile(pattern: str) -> re.Pattern:
     """``"h.{i}.ln_1.weight"`` -> regex with a named group of digits for each placeholder."""
     parts, last = [], 0
@@ -99,6 +101,15 @@ class Mapped:
     missing_hf: list[str] = field(default_factory=list)  # keys a rule needed, not in the checkpoint
     mismatched: list[str] = field(default_factory=list)  # checkpoint tensors their transform cannot take, why
     unconverted: set[str] = field(default_factory=set)  # our names left out because of those
+    unused_heads: list[str] = field(default_factory=list)  # checkpoint keys of a head we lack (other_heads)
+    added_prefix: str = ""  # hf_prefix, when the checkpoint lacked it (a base-model save)
+    removed_prefix: str = ""  # strip_prefix, when the checkpoint had it (a head-model save)
+
+    def checkpoint_key(self, name: str) -> str:
+        """A name the rules speak as this checkpoint spells it (for error messages)."""
+        if self.added_prefix:
+            return name.removeprefix(self.added_prefix)
+        return self.removed_prefix + name
 
 
 def _apply(transform: LayoutTransform, keys: tuple[str, ...], tensors: Tensors, our_names: list[str],
@@ -136,12 +147,24 @@ class WeightMap:
             ``LayerNorm.gamma``/``beta`` for ``weight``/``bias``. Loading only: saving writes the
             current names. A legacy key whose current name is also in the checkpoint is not
             rewritten (and is reported as unexpected).
+        strip_prefix: the reverse of ``hf_prefix``, for a base model's map: the prefix a head model
+            puts before these names (``"bert."``). When a checkpoint (saved from a head model) has
+            keys with it, it is removed from them before matching.
+        task_heads: our module names (``"classifier"``, ``"lm_head"``) that a checkpoint saved from
+            the base model lacks. Their missing weights are not an error: the loader creates them with
+            the model's own ``_init_weights`` and reports them. Any other missing weight is an error.
+        other_heads: regexes (``re.search``) of checkpoint keys that belong to a head this architecture
+            does not have (``^cls\\.`` of BertForMaskedLM, read into BertModel): dropped and reported,
+            not an error. Any other unused key is an error.
     """
 
     rules: tuple[Rule, ...]
     hf_prefix: str = ""
     ignore: tuple[str, ...] = field(default=())
     load_aliases: tuple[tuple[str, str], ...] = field(default=())
+    strip_prefix: str = ""
+    task_heads: tuple[str, ...] = field(default=())
+    other_heads: tuple[str, ...] = field(default=())
 
     def map_checkpoint(self, hf_keys: Iterable[str], get: Callable[[str], torch.Tensor],
                        expected: Mapping[str, torch.Tensor] | None = None) -> Mapped:
@@ -161,7 +184,15 @@ class WeightMap:
         hf_keys = list(hf_keys)
         # Our rules speak the head model's names; a base-model checkpoint needs the prefix added.
         add_prefix = bool(self.hf_prefix) and not any(k.startswith(self.hf_prefix) for k in hf_keys)
-        prefixed = {(self.hf_prefix + k if add_prefix else k): k for k in hf_keys}
+        # A base model's rules speak unprefixed names; a head model's checkpoint needs the prefix removed.
+        strip = bool(self.strip_prefix) and any(k.startswith(self.strip_prefix) for k in hf_keys)
+
+        def rules_name(key: str) -> str:
+            if add_prefix and not self._speaks(key):  # a head's own key ("classifier.weight") stays as it is
+                return self.hf_prefix + key
+            return key.removeprefix(self.strip_prefix) if strip else key
+
+        prefixed = {rules_name(k): k for k in hf_keys}
         original: dict[str, str] = {}  # the name the rules see -> the checkpoint's own key
         for name, key in prefixed.items():
             current = self._current_name(name)
@@ -169,7 +200,8 @@ class WeightMap:
         ignored = {k for k in original if any(re.search(p, k) for p in self.ignore)}
         available = [k for k in original if k not in ignored]
 
-        mapped = Mapped()
+        mapped = Mapped(added_prefix=self.hf_prefix if add_prefix else "",
+                        removed_prefix=self.strip_prefix if strip else "")
         used: set[str] = set()
         for rule in self.rules:
             for groups in _matches(rule.hf, available):
@@ -192,8 +224,21 @@ class WeightMap:
                 for name, tensor in zip(our_names, converted, strict=True):
                     mapped.ours[name] = tensor
                     mapped.sources[name] = keys
-        mapped.unexpected = [original[k] for k in available if k not in used]
+        for key in (original[k] for k in available if k not in used):
+            is_other_head = any(re.search(p, key) for p in self.other_heads)
+            (mapped.unused_heads if is_other_head else mapped.unexpected).append(key)
         return mapped
+
+    def _speaks(self, hf_name: str) -> bool:
+        """Whether a rule, ``ignore`` or ``other_heads`` names ``hf_name`` as it is (without ``hf_prefix``)."""
+        if any(re.search(p, hf_name) for p in self.ignore + self.other_heads):
+            return True
+        return any(_compile(pattern).match(hf_name) for rule in self.rules for pattern in rule.hf)
+
+    def task_head_of(self, our_name: str) -> str | None:
+        """The entry of ``task_heads`` that ``our_name`` belongs to (``"classifier"`` for
+        ``"classifier.weight"``), or None: a weight of the body, which a checkpoint must hold."""
+        return next((h for h in self.task_heads if our_name == h or our_name.startswith(h + ".")), None)
 
     def to_ours(self, hf_keys: Iterable[str], get: Callable[[str], torch.Tensor]
                 ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
@@ -208,7 +253,7 @@ class WeightMap:
         mapped = self.map_checkpoint(hf_keys, get)
         if mapped.mismatched:
             raise LoadingError(mismatched=mapped.mismatched)
-        return mapped.ours, mapped.unexpected, mapped.missing_hf
+        return mapped.ours, mapped.unexpected + mapped.unused_heads, mapped.missing_hf
 
     def _current_name(self, hf_name: str) -> str:
         """``hf_name`` with every ``load_aliases`` rewrite applied (old name -> current name)."""

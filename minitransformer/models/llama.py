@@ -101,6 +101,13 @@ class LlamaConfig(Config):
                 config["rope_scaling"] = rope
         return super().from_dict(config)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``config.json`` dict; ``head_dim`` only when set (transformers' Qwen2 reads a null as a number)."""
+        out = super().to_dict()
+        if out.get("head_dim") is None:
+            out.pop("head_dim", None)
+        return out
+
     @property
     def qkv_bias(self) -> bool:
         return self.attention_bias

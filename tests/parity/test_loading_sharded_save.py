@@ -50,7 +50,9 @@ def test_shards_load_in_transformers_and_back(ours, tmp_path):
 def test_saving_again_replaces_the_old_layout(ours, tmp_path):
     save_pretrained(ours, tmp_path / "out", max_shard_size=20_000)
     save_pretrained(ours, tmp_path / "out")  # one file now: the shards and their index must go
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
+    # (generation_config.json: the checkpoint transformers saved has one, and it is written back)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "generation_config.json",
+                                                                   "model.safetensors"]
 
 
 @pytest.mark.parametrize("size", ["5 parsecs", "20XB", "big"])

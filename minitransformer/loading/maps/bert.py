@@ -12,6 +12,9 @@ Layout notes (no tensor changes, only where a weight lives):
   present) is dropped and only ``cls.predictions.bias`` is loaded. ``cls.predictions.decoder.bias`` is
   the same tensor as ``cls.predictions.bias`` in transformers and is dropped too.
 - **old buffers**: checkpoints saved by older transformers hold ``embeddings.position_ids`` (an arange).
+- **task heads**: a checkpoint of one class loads into another (``bert-base-uncased`` into a classifier,
+  as with transformers): the heads it lacks (``HEADS``) are initialised anew and reported, the heads
+  it has that the class lacks (``OTHER_HEADS``) are dropped and reported. The body must be complete.
 - **old names**: the original Google checkpoints (``bert-base-uncased`` on the hub) call the LayerNorm
   parameters ``gamma`` / ``beta``, TensorFlow's names; ``LEGACY_NAMES`` reads them as ``weight`` / ``bias``.
 """
@@ -70,10 +73,29 @@ _OLD_BUFFERS = (r"embeddings\.position_ids$", r"embeddings\.token_type_ids$")
 LEGACY_NAMES = ((r"LayerNorm\.gamma$", "LayerNorm.weight"), (r"LayerNorm\.beta$", "LayerNorm.bias"))
 
 
+# The task heads: what a checkpoint of another BERT class may lack (our module names, in each class).
+# The pooler counts as one: it is trained only by next-sentence prediction, and BertForMaskedLM has
+# none, so transformers, too, initialises it anew when a masked-LM checkpoint becomes a classifier.
+HEADS = {
+    "BertModel": ("pooler",),
+    "BertForMaskedLM": ("mlm_head",),
+    "BertForSequenceClassification": ("bert.pooler", "classifier"),
+}
+# Checkpoint keys of the heads a class does not have: dropped, and reported, when read into it.
+OTHER_HEADS = {
+    "BertModel": (r"^cls\.", r"^classifier\."),
+    "BertForMaskedLM": (r"^classifier\.",),
+    "BertForSequenceClassification": (r"^cls\.",),
+}
+
+
 def weight_map(config, architecture: str) -> WeightMap:
     """The map for one BERT architecture (the prefixes and heads differ, the body does not)."""
+    heads = dict(task_heads=HEADS.get(architecture, ()), other_heads=OTHER_HEADS.get(architecture, ()),
+                 load_aliases=LEGACY_NAMES)
     if architecture == "BertModel":
-        return WeightMap(rules=body_rules() + pooler_rules(), ignore=_OLD_BUFFERS, load_aliases=LEGACY_NAMES)
+        # A head model's checkpoint (BertForSequenceClassification's) puts "bert." before every body key.
+        return WeightMap(rules=body_rules() + pooler_rules(), strip_prefix="bert.", ignore=_OLD_BUFFERS, **heads)
     if architecture == "BertForMaskedLM":
         return WeightMap(
             rules=body_rules("bert.", "bert.") + MLM_HEAD_RULES,
@@ -82,10 +104,10 @@ def weight_map(config, architecture: str) -> WeightMap:
             # which the MLM model has no use for (transformers drops them too).
             ignore=_OLD_BUFFERS + (r"^cls\.predictions\.decoder\.(weight|bias)$", r"^bert\.pooler\.",
                                    r"^cls\.seq_relationship\."),
-            load_aliases=LEGACY_NAMES,
+            **heads,
         )
     if architecture == "BertForSequenceClassification":
         return WeightMap(rules=body_rules("bert.", "bert.") + pooler_rules("bert.", "bert.") + CLASSIFIER_RULES,
-                         hf_prefix="bert.", ignore=_OLD_BUFFERS, load_aliases=LEGACY_NAMES)
+                         hf_prefix="bert.", ignore=_OLD_BUFFERS, **heads)
     raise ValueError(f"no BERT weight map for architecture {architecture!r}; "
                      "supported: BertModel, BertForMaskedLM, BertForSequenceClassification")

@@ -34,4 +34,5 @@ WEIGHT_MAP = WeightMap(
     ),
     hf_prefix="transformer.",  # checkpoints saved from GPT2Model (the hub's "gpt2") have no prefix
     ignore=(r"\.attn\.(masked_)?bias$",),  # the causal-mask buffers old transformers versions saved
+    task_heads=("lm_head",),  # an untied head, which a GPT2Model checkpoint lacks: initialised anew
 )

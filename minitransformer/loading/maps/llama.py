@@ -25,4 +25,5 @@ WEIGHT_MAP = WeightMap(
     ),
     hf_prefix="model.",  # checkpoints saved from LlamaModel have no prefix
     ignore=(r"rotary_emb\.inv_freq$",),  # a buffer old transformers versions saved
+    task_heads=("lm_head",),  # a LlamaModel checkpoint has no (untied) head: initialised anew
 )

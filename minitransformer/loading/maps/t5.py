@@ -64,4 +64,5 @@ def weight_map(config, architecture: str = "T5ForConditionalGeneration") -> Weig
         ignore.append(r"^lm_head\.weight$")
     else:
         rules.append(rename("lm_head.weight", "lm_head.weight"))
-    return WeightMap(rules=tuple(rules), ignore=tuple(ignore))
+    # A T5Model checkpoint has no (untied) lm_head: it is initialised anew.
+    return WeightMap(rules=tuple(rules), ignore=tuple(ignore), task_heads=("lm_head",))
