@@ -1,6 +1,6 @@
 """Generation: the KV cache, logits processing, prefill and decode steps, ``generate``.
 
-    cache.py         DynamicCache, StaticCache, EncoderDecoderCache, cache_nbytes
+    cache.py         DynamicCache, StaticCache, EncoderDecoderCache, cache_nbytes (from layers/kv_cache.py)
     logits.py        repetition penalty, temperature, top-k, top-p, choosing the next token
     sessions.py      prefill and decode_step, and the per-generation state they share
     config.py        GenerationConfig: every option of generate, checked in one place
@@ -18,6 +18,6 @@ from minitransformer.generation.cache import (
     expected_cache_nbytes,
 )
 from minitransformer.generation.config import GenerationConfig, UnknownGenerationOption
-from minitransformer.generation.generate import GenerateOutput, GenerationMixin, generate
+from minitransformer.generation.generate import GenerateOutput, generate
 from minitransformer.generation.speculative import SpeculativeOutput, speculative_generate
 from minitransformer.generation.streaming import StopStrings, TextIteratorStreamer, TextStreamer, stream_text

@@ -76,16 +76,17 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
         With ``return_dict_in_generate=True``, a :class:`GenerateOutput` holding them (and the scores).
 
     Example:
-        >>> model = GPT2(GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=4)).eval()
+        >>> from minitransformer.models import GPT2, GPT2Config
+        >>> model = GPT2(GPT2Config.from_name("gpt2-tiny")).eval()
         >>> generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=5).shape
         torch.Size([1, 8])
     """
-    encoder_decoder = getattr(model.config, "is_encoder_decoder", False)
+    encoder_decoder = model.is_encoder_decoder  # the model interface (models/base.py)
     check_inputs(input_ids, attention_mask)
     B, P = input_ids.shape
     cfg = GenerationConfig.merge(GenerationConfig.from_any(getattr(model, "generation_config", None)),
                                  GenerationConfig.from_any(generation_config), **kwargs)
-    cfg = cfg.resolve(model.config, 1 if encoder_decoder else P, getattr(model, "max_positions", None))
+    cfg = cfg.resolve(model.config, 1 if encoder_decoder else P, model.max_positions)
 
     if attention_mask is None and not encoder_decoder:
         attention_mask = mask_from_padding(input_ids, cfg.pad_token_id, cfg.eos_token_id)
@@ -134,13 +135,6 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
             return GenerateOutput(sequences) if cfg.return_dict_in_generate else sequences
         out = sample(session, tokens, prompt_length, cfg, generator, ignore, streamer, stop)
         return out if cfg.return_dict_in_generate else out.sequences
-
-
-class GenerationMixin:
-    """Adds ``model.generate(...)``: a door to :func:`generate` (same arguments, the model first)."""
-
-    def generate(self, *args, **kwargs):
-        return generate(self, *args, **kwargs)
 
 
 def sample(session, tokens: torch.Tensor, prompt_length: int, cfg: GenerationConfig,
@@ -219,13 +213,3 @@ def mask_from_padding(input_ids: torch.Tensor, pad_token_id: int | None,
     if pad_token_id is None or pad_token_id in eos_token_id or not bool((input_ids == pad_token_id).any()):
         return None
     return (input_ids != pad_token_id).long()  # (B, P)
-
-
-def context_length(config) -> int | None:
-    """Positions the model can see, read from its config; None for T5.
-
-    Kept for older imports only: ``generate`` reads ``model.max_positions`` instead.
-    """
-    if getattr(config, "is_encoder_decoder", False):
-        return None
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
