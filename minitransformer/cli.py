@@ -4,6 +4,7 @@
     minitransformer chapters                # list the chapters that have graded exercises
     minitransformer check 3                 # grade your chapters/03_*/exercises.py
     minitransformer check 3 --reference     # the same checks on the library's solutions
+    minitransformer train --model gpt2-tiny --max-steps 200 --out runs/tiny   # train from scratch
 """
 
 from __future__ import annotations
@@ -87,10 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     chapters = sub.add_parser("chapters", help="list the chapters")
     chapters.add_argument("--chapters-dir", default=None)
     chapters.set_defaults(func=cmd_chapters)
+
+    # train parses its own options (minitransformer/training/cli.py): this entry is for --help's list
+    sub.add_parser("train", help="train a model from scratch (see: minitransformer train --help)", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "train":  # its options live with the trainer
+        from minitransformer.training.cli import train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo" and args.text is None:
         from minitransformer.demo import DEFAULT_TEXT
