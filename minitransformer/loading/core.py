@@ -64,7 +64,7 @@ def empty_weights() -> Iterator[None]:
         nn.Module.register_parameter = original
 
 
-def _tied_aliases(model: nn.Module) -> dict[str, str]:
+def tied_aliases(model: nn.Module) -> dict[str, str]:
     """alias name -> canonical name for parameters shared between modules (a tied LM head)."""
     canonical: dict[int, str] = {}
     aliases: dict[str, str] = {}
@@ -121,7 +121,7 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint, weight_map: WeightMap
             and integer, boolean or complex tensors where the model has a floating-point parameter,
             each by name.
     """
-    aliases = _tied_aliases(model)
+    aliases = tied_aliases(model)
     expected = {name: t for name, t in model.state_dict(keep_vars=True).items() if name not in aliases}
     mapped = weight_map.map_checkpoint(checkpoint.keys(), checkpoint.get, expected)
     ours = mapped.ours
@@ -410,7 +410,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
 
-    aliases = _tied_aliases(model)
+    aliases = tied_aliases(model)
     ours = {name: t.detach() for name, t in model.state_dict().items() if name not in aliases}
 
     config = model.config.to_dict()

@@ -98,9 +98,8 @@ def run(args: argparse.Namespace) -> int:
     text = read_corpus(args.corpus)
     tokenizer = build_tokenizer(args.tokenizer, text, args.vocab_size, out, args.resume)
     V = tokenizer.vocab_size
-    eos = {"bos_token_id": None, "eos_token_id": None} if isinstance(config, GPT2Config) else {
-        "bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
-    config = dataclasses.replace(config, vocab_size=V, **eos)  # the model reads the tokenizer's ids
+    # The model reads the tokenizer's ids; a preset's special ids belong to another vocabulary.
+    config = dataclasses.replace(config, vocab_size=V, bos_token_id=None, eos_token_id=None)
     torch.manual_seed(args.seed)  # the initial weights follow the seed too (a resume reads them back)
     model = (GPT2 if isinstance(config, GPT2Config) else Llama)(config)
     out.mkdir(parents=True, exist_ok=True)

@@ -34,12 +34,15 @@ under FSDP2 resumes in one process and the other way round.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from minitransformer.loading.core import tied_aliases
 
 STRATEGIES = (None, "ddp", "fsdp2")
 
@@ -175,18 +178,6 @@ def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return clean
 
 
-def tied_aliases(model: nn.Module) -> dict[str, str]:
-    """alias -> name for parameters shared between modules: ``{"lm_head.weight": "transformer.wte.weight"}``."""
-    first: dict[int, str] = {}
-    aliases = {}
-    for name, param in unwrap_model(model).named_parameters(remove_duplicate=False):
-        if id(param) in first:
-            aliases[name] = first[id(param)]
-        else:
-            first[id(param)] = name
-    return aliases
-
-
 def is_sharded(model: nn.Module) -> bool:
     """True for a model :func:`wrap_model` sharded with FSDP2 (its parameters are DTensors)."""
     from torch.distributed.tensor import DTensor
@@ -227,7 +218,7 @@ def load_full_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], 
     (``save_pretrained`` writes the shared matrix once), which takes its embedding's tensor.
     """
     state_dict = strip_prefixes(state_dict)
-    for alias, name in tied_aliases(model).items():
+    for alias, name in tied_aliases(unwrap_model(model)).items():  # the loader's own finder of ties
         if alias not in state_dict and name in state_dict:
             state_dict[alias] = state_dict[name]
     if ctx.distributed and is_sharded(model):
@@ -309,4 +300,9 @@ def barrier(ctx: DistContext) -> None:
 def shutdown(ctx: DistContext) -> None:
     """Leave the process group (the end of a torchrun run)."""
     if ctx.distributed and dist.is_initialized():
+        # FSDP2's hooks keep a wrapped model alive in reference cycles; free it while the group still
+        # exists, then wait for every rank. Tearing the gloo group down under a live FSDP2 model, or
+        # while another rank is still busy, aborted a rank about one run in two ("terminate called").
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
