@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from minitransformer.models import GPT2, GPT2Config, Llama
     from minitransformer.training.corpus import read_corpus
     from minitransformer.training.data import TokenBlocks, tokenize_to_file
+    from minitransformer.training.distributed import shutdown
     from minitransformer.training.trainer import Trainer, TrainingConfig
 
     out = Path(args.out)
@@ -111,10 +112,15 @@ def run(args: argparse.Namespace) -> int:
         eval_every=min(args.eval_every, args.max_steps), patience=args.patience, seed=args.seed,
         device=args.device, compile=args.compile, distributed=args.distributed,
     )
-    result = Trainer(model, train_config, data, tokenizer=tokenizer, out_dir=out).train(resume=args.resume)
-    (out / "train_result.json").write_text(json.dumps(
-        {"steps": result.steps, "train_loss": result.train_loss, "best_val_loss": result.best_val_loss,
-         "stopped_early": result.stopped_early, "tokens_per_s": result.tokens_per_s}, indent=2) + "\n")
+    trainer = Trainer(model, train_config, data, tokenizer=tokenizer, out_dir=out)
+    try:
+        result = trainer.train(resume=args.resume)
+    finally:
+        shutdown(trainer.ctx)  # under torchrun: leave the process group (a no-op in one process)
+    if trainer.ctx.is_main:
+        (out / "train_result.json").write_text(json.dumps(
+            {"steps": result.steps, "train_loss": result.train_loss, "best_val_loss": result.best_val_loss,
+             "stopped_early": result.stopped_early, "tokens_per_s": result.tokens_per_s}, indent=2) + "\n")
     return 0
 
 

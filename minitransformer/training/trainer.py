@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minitransformer.models.base import DecoderOnlyModel
+from minitransformer.training import distributed as hooks
 from minitransformer.training.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -51,11 +52,6 @@ from minitransformer.training.checkpoint import (
 )
 from minitransformer.training.data import tokenizer_fingerprint
 from minitransformer.training.optim import configure_optimizer, lr_at
-
-try:
-    from minitransformer.training import distributed as hooks
-except ImportError:  # distributed.py not there (yet): a world of one, every hook a no-op
-    hooks = None
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -204,40 +200,6 @@ def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-class _WorldOfOne:
-    """The hooks of ``distributed.py`` for one process, used only if that module cannot be imported."""
-
-    @staticmethod
-    def init_distributed(device: str):
-        device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-        return dataclasses.make_dataclass("DistContext", [("rank", int, 0), ("world_size", int, 1),
-                                                           ("local_rank", int, 0), ("device", Any, None),
-                                                           ("is_main", bool, True)])(device=torch.device(device))
-
-    wrap_model = staticmethod(lambda model, strategy, ctx: model)
-    all_reduce_mean = staticmethod(lambda t, ctx: t)
-    barrier = staticmethod(lambda ctx: None)
-    shutdown = staticmethod(lambda ctx: None)
-    gather_state_dict = staticmethod(lambda model, ctx: {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-
-
-def _hook(name: str):
-    """A hook of ``distributed.py``; the single-process stand-in when the module or the name is absent."""
-    fallbacks = {
-        "rows_of_rank": lambda batch, ctx: batch,
-        "unwrap_model": lambda model: getattr(model, "module", getattr(model, "_orig_mod", model)),
-        "clip_grad_norm": lambda model, max_norm: float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)),
-        "gather_optimizer_state": lambda model, optimizer, ctx: optimizer.state_dict(),
-        "load_optimizer_state": lambda model, optimizer, state, ctx: optimizer.load_state_dict(state),
-        "load_full_state_dict": lambda model, state, ctx: model.load_state_dict(state, strict=True),
-    }
-    if hooks is not None and hasattr(hooks, name):
-        return getattr(hooks, name)
-    if name in fallbacks:
-        return fallbacks[name]
-    return getattr(_WorldOfOne, name)
-
-
 class Trainer:
     """Train ``model`` on ``data`` (anything with ``get_batch(split, index, batch_size)``, see ``data.py``).
 
@@ -261,7 +223,7 @@ class Trainer:
         self.data = data
         self.tokenizer = tokenizer
         self.out_dir = None if out_dir is None else Path(out_dir)
-        self.ctx = _hook("init_distributed")(config.device)
+        self.ctx = hooks.init_distributed(config.device)
         self.device = self.ctx.device
         if config.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision fp16 needs a GPU (its GradScaler is CUDA-only); on CPU use --precision bf16 "
@@ -269,7 +231,7 @@ class Trainer:
         self.model = model.to(self.device)
         if config.activation_checkpointing:
             enable_activation_checkpointing(self.model)
-        self.wrapped = _hook("wrap_model")(self.model, config.distributed, self.ctx)
+        self.wrapped = hooks.wrap_model(self.model, config.distributed, self.ctx)
         self.forward = torch.compile(self.wrapped) if config.compile else self.wrapped
         # After wrapping: FSDP2 replaces the parameters by their shards, and the optimizer must hold those.
         self.optimizer = configure_optimizer(self.model, lr=config.lr, weight_decay=config.weight_decay,
@@ -290,7 +252,7 @@ class Trainer:
         """This rank's rows of global batch ``index`` of ``split``, on the device, and the global batch's tokens."""
         batch = self.data.get_batch(split, index, self.config.batch_size)
         tokens = self.data.tokens_in(batch) if hasattr(self.data, "tokens_in") else batch["input_ids"].numel()
-        batch = _hook("rows_of_rank")(batch, self.ctx)
+        batch = hooks.rows_of_rank(batch, self.ctx)
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}, tokens
 
     def step(self, step: int) -> tuple[float, float, int]:
@@ -311,14 +273,14 @@ class Trainer:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         if cfg.grad_clip:
-            _hook("clip_grad_norm")(self.wrapped, cfg.grad_clip)
+            hooks.clip_grad_norm(self.wrapped, cfg.grad_clip)
         if self.scaler:
             self.scaler.step(self.optimizer)  # skipped when the gradients overflowed
             self.scaler.update()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return _hook("all_reduce_mean")(loss_sum / cfg.grad_accum, self.ctx).item(), lr, tokens
+        return hooks.all_reduce_mean(loss_sum / cfg.grad_accum, self.ctx).item(), lr, tokens
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -330,7 +292,7 @@ class Trainer:
             with self.autocast():
                 total += self.forward(**batch).loss.float()
         self.wrapped.train()
-        return _hook("all_reduce_mean")(total / self.config.eval_batches, self.ctx).item()
+        return hooks.all_reduce_mean(total / self.config.eval_batches, self.ctx).item()
 
     @torch.no_grad()
     def sample(self, step: int) -> dict[str, Any] | None:
@@ -356,8 +318,8 @@ class Trainer:
 
     def checkpoint(self, step: int, extra: dict[str, Any]) -> None:
         """Every rank gathers (collectives), the main rank writes ``checkpoints/step-XXXXXXX``."""
-        model_state = _hook("gather_state_dict")(self.wrapped, self.ctx)
-        optim_state = _hook("gather_optimizer_state")(self.wrapped, self.optimizer, self.ctx)
+        model_state = hooks.gather_state_dict(self.wrapped, self.ctx)
+        optim_state = hooks.gather_optimizer_state(self.wrapped, self.optimizer, self.ctx)
         if self.ctx.is_main and self.out_dir is not None:
             state = {"data_index": step * self.config.grad_accum, "scheduler_step": step,
                      "model_config": self.model.config.to_dict() if hasattr(self.model, "config") else {},
@@ -365,7 +327,7 @@ class Trainer:
                      "grad_scaler": self.scaler.state_dict() if self.scaler else None, **extra}
             save_checkpoint(self.out_dir / "checkpoints", step, model=model_state, optimizer=optim_state,
                             state=state, keep=self.config.keep_checkpoints)
-        _hook("barrier")(self.ctx)
+        hooks.barrier(self.ctx)
 
     def restore(self) -> dict[str, Any] | None:
         """Load the newest complete checkpoint of ``out_dir`` (every rank reads it); None if there is none."""
@@ -376,8 +338,8 @@ class Trainer:
             return None
         check_compatible(checkpoint, self.model.config.to_dict() if hasattr(self.model, "config") else {},
                          self.fingerprint)
-        _hook("load_full_state_dict")(self.wrapped, checkpoint.model, self.ctx)
-        _hook("load_optimizer_state")(self.wrapped, self.optimizer, checkpoint.optimizer, self.ctx)
+        hooks.load_full_state_dict(self.wrapped, checkpoint.model, self.ctx)
+        hooks.load_optimizer_state(self.wrapped, self.optimizer, checkpoint.optimizer, self.ctx)
         if self.scaler and checkpoint.state.get("grad_scaler"):
             self.scaler.load_state_dict(checkpoint.state["grad_scaler"])
         set_rng_state(checkpoint.rng)
@@ -490,14 +452,14 @@ class Trainer:
 
     def save_model(self, out: Path) -> None:
         """``config.json`` + ``model.safetensors`` of the final weights (``save_pretrained``), by the main rank."""
-        state = _hook("gather_state_dict")(self.wrapped, self.ctx)
+        state = hooks.gather_state_dict(self.wrapped, self.ctx)
         if self.ctx.is_main and hasattr(self.model, "save_pretrained"):
             model = self.model
-            if state is not None and hooks is not None and self.ctx.world_size > 1 and hooks.is_sharded(self.wrapped):
+            if state is not None and self.ctx.world_size > 1 and hooks.is_sharded(self.wrapped):
                 model = type(self.model)(self.model.config)  # a full copy on the CPU to write
-                _hook("load_full_state_dict")(model, state, type(self.ctx)())
+                hooks.load_full_state_dict(model, state, type(self.ctx)())
             model.save_pretrained(out)
-        _hook("barrier")(self.ctx)
+        hooks.barrier(self.ctx)
 
 
 def summary(result: TrainResult, trainer: Trainer | None = None) -> str:
