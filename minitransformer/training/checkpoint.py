@@ -261,25 +261,28 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def latest_checkpoint(root: str | Path) -> Checkpoint | None:
-    """The newest checkpoint of ``root`` that loads; a broken one is skipped with a warning.
+    """The newest checkpoint of ``root`` that loads; broken newer ones are skipped with one warning.
 
     Returns:
         None when ``root`` holds no checkpoint at all.
 
     Raises:
-        CheckpointError: checkpoints exist but none loads (each one's problem listed).
+        CheckpointError: checkpoints exist but none loads (each one's problem listed, and what to do).
     """
     problems = []
     for path in reversed(list_checkpoints(root)):
         try:
             checkpoint = load_checkpoint(path)
         except CheckpointError as err:
-            warnings.warn(f"{err}; falling back to the checkpoint before it", stacklevel=2)
             problems.append(str(err))
             continue
+        if problems:  # warned only when there is something to fall back to; else the error says it all
+            warnings.warn(f"{'; '.join(problems)}; resuming from {path.name}, the newest complete checkpoint",
+                          stacklevel=2)
         return checkpoint
     if problems:
-        raise CheckpointError("no checkpoint in " + str(root) + " can be resumed: " + "; ".join(problems))
+        raise CheckpointError(f"no checkpoint in {root} can be resumed: {'; '.join(problems)}; train into a "
+                              f"new --out (or delete {root} to train this one again from step 0)")
     return None
 
 
@@ -291,8 +294,13 @@ def check_compatible(checkpoint: Checkpoint, model_config: dict[str, Any], token
         tokenizer: its tokenizer's fingerprint (``data.tokenizer_fingerprint``), or None if none.
 
     Raises:
-        CheckpointError: naming the config fields that differ, or the tokenizer.
+        CheckpointError: naming the tokenizer, or else the config fields that differ. The tokenizer
+            is checked first: another tokenizer changes ``vocab_size`` too, and is the cause to name.
     """
+    if checkpoint.state.get("tokenizer") != tokenizer:
+        raise CheckpointError(f"checkpoint {checkpoint.path} was trained with another tokenizer "
+                              f"(fingerprint {str(checkpoint.state.get('tokenizer'))[:12]} vs now {str(tokenizer)[:12]}); "
+                              "resume with the same --tokenizer, or train into a new --out")
     saved = checkpoint.state.get("model_config", {})
     wanted = json.loads(json.dumps(model_config))  # as JSON would give it back: tuples become lists
     differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
@@ -300,7 +308,3 @@ def check_compatible(checkpoint: Checkpoint, model_config: dict[str, Any], token
         shown = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {wanted.get(k)!r}" for k in differ[:4])
         raise CheckpointError(f"checkpoint {checkpoint.path} is of another model ({shown}); "
                               "resume with the same --model, or train into a new --out")
-    if checkpoint.state.get("tokenizer") != tokenizer:
-        raise CheckpointError(f"checkpoint {checkpoint.path} was trained with another tokenizer "
-                              f"(fingerprint {str(checkpoint.state.get('tokenizer'))[:12]} vs now {str(tokenizer)[:12]}); "
-                              "resume with the same --tokenizer, or train into a new --out")

@@ -4,8 +4,10 @@
     minitransformer train --model llama-tiny --corpus shakespeare.txt --tokenizer bpe --vocab-size 512 \\
         --max-steps 2000 --out runs/llama
     minitransformer train ... --out runs/tiny --resume                                # go on after a kill
+    minitransformer train --model bert-tiny --max-steps 200 --out runs/bert          # masked LM (BERT)
 
-The output folder gets ``config.json`` + ``model.safetensors`` (``transformers`` loads them),
+GPT-2 and Llama learn to predict the next token; BERT learns masked-language modelling (15% of the
+tokens chosen: 80% become ``[MASK]``, added to the tokenizer, 10% a random token, 10% kept). The output folder gets ``config.json`` + ``model.safetensors`` (``transformers`` loads them),
 ``tokenizer.json``, ``metrics.jsonl``, ``loss.png`` and ``checkpoints/`` (see ``docs/training.md``).
 Bad input is one line on stderr and exit status 2: no traceback, nothing already saved overwritten.
 """
@@ -17,22 +19,26 @@ import json
 import sys
 from pathlib import Path
 
+from minitransformer.loading.errors import LoadingError
 from minitransformer.training.checkpoint import CheckpointError
 
 EXIT_BAD_INPUT = 2
+FAMILIES = "gpt2 and llama (next-token prediction), bert (masked LM)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minitransformer train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="gpt2-tiny",
-                   help="a preset (gpt2-tiny, gpt2, llama-tiny, smollm-135m...) or a path to a config.json")
+                   help="a preset (gpt2-tiny, gpt2, llama-tiny, smollm-135m, bert-tiny...) or a path to a "
+                        "config.json")
     p.add_argument("--corpus", default=None, help="a UTF-8 text file (default: the built-in corpus, Python's "
                                                   "own documentation topics)")
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--out", required=True, help="the output folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--tokenizer", default="char", help="char, bpe, or a path to a tokenizer.json / folder")
+    p.add_argument("--tokenizer", default=None, help="char (the default), bpe, or a path to a tokenizer.json / "
+                                                      "folder; with --resume, the run's own unless given")
     p.add_argument("--vocab-size", type=int, default=512, help="for --tokenizer bpe (256 bytes included)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--block-size", type=int, default=64)
@@ -51,34 +57,83 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_model_config(name: str):
-    """A preset of any family, or a ``config.json`` path, as our typed config."""
-    from minitransformer.models import GPT2Config, LlamaConfig
+    """A preset of a family we train, or a ``config.json`` (the file, or the folder holding it), as our config.
+
+    Raises:
+        ValueError: not a preset nor a config file, or a family that cannot be trained here (T5).
+        FileNotFoundError: a ``.json`` path that does not exist, a folder without ``config.json``.
+        LoadingError: a config file that is not JSON.
+    """
+    from minitransformer.loading.core import build_config
+    from minitransformer.loading.io import read_json_object
+    from minitransformer.loading.registry import get_family
+    from minitransformer.models import BertConfig, GPT2Config, LlamaConfig, T5Config
 
     path = Path(name)
-    if path.suffix == ".json" or path.is_dir():
-        from minitransformer.loading import AutoConfig
+    if path.is_dir():
+        path = path / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"--model {name}: the folder has no config.json; pass a preset or a config.json")
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise FileNotFoundError(f"--model {name}: no such file; pass a preset or the path of a config.json")
+        config_dict = read_json_object(path)  # this very file, whatever its name
+        try:
+            family = get_family(config_dict.get("model_type"))
+        except ValueError as err:
+            raise ValueError(f"--model {name}: {err}") from err
+        config = build_config(family, config_dict, path)[2]
+    else:
+        classes = (GPT2Config, LlamaConfig, BertConfig, T5Config)
+        config = next((c.from_name(name) for c in classes if name in c.presets), None)
+        if config is None:
+            presets = [p for c in classes[:3] for p in c.presets]
+            raise ValueError(f"--model {name!r} is neither a preset ({', '.join(presets)}) nor a config.json")
+    if isinstance(config, T5Config):
+        raise ValueError(f"--model {name}: training T5 (span corruption) is not supported yet; "
+                         f"minitransformer train trains {FAMILIES}")
+    if not isinstance(config, (GPT2Config, LlamaConfig, BertConfig)):
+        raise ValueError(f"--model {name}: model_type {config.model_type!r} cannot be trained here; "
+                         f"minitransformer train trains {FAMILIES}")
+    return config
 
-        return AutoConfig.from_pretrained(path.parent if path.suffix == ".json" else path)
-    for config_class in (GPT2Config, LlamaConfig):
-        if name in config_class.presets:
-            return config_class.from_name(name)
-    presets = [*GPT2Config.presets, *LlamaConfig.presets]
-    raise ValueError(f"--model {name!r} is neither a preset ({', '.join(presets)}) nor a config.json")
 
+def build_tokenizer(kind: str | None, text: str, vocab_size: int, out: Path, resume: bool):
+    """The tokenizer ``--tokenizer`` names (default char); on a resume without it, the run's own.
 
-def build_tokenizer(kind: str, text: str, vocab_size: int, out: Path, resume: bool):
+    Raises:
+        ValueError: an unknown kind, or on a resume one that is not the run's (before anything is written).
+    """
     from minitransformer.tokenizers import load_tokenizer
-    from minitransformer.training.data import bpe_tokenizer, char_tokenizer
+    from minitransformer.training.data import bpe_tokenizer, char_tokenizer, tokenizer_fingerprint
 
-    if resume and (out / "tokenizer.json").is_file():  # the run's own tokenizer, not a new one
-        return load_tokenizer(out / "tokenizer.json")
-    if kind == "char":
-        return char_tokenizer(text)
-    if kind == "bpe":
-        return bpe_tokenizer(text, vocab_size)
-    if not Path(kind).exists():
+    saved = out / "tokenizer.json"
+    if resume and saved.is_file() and kind is None:  # the run's own tokenizer, not a new one
+        return load_tokenizer(saved)
+    if kind in (None, "char"):
+        tokenizer = char_tokenizer(text)
+    elif kind == "bpe":
+        tokenizer = bpe_tokenizer(text, vocab_size)
+    elif Path(kind).exists():
+        tokenizer = load_tokenizer(kind)
+    else:
         raise ValueError(f"--tokenizer {kind!r}: expected char, bpe, or a path to a tokenizer.json or folder")
-    return load_tokenizer(kind)
+    if resume and saved.is_file() and tokenizer_fingerprint(tokenizer) != tokenizer_fingerprint(load_tokenizer(saved)):
+        raise ValueError(f"--tokenizer {kind} is not the tokenizer {out} was trained with ({saved}): resume "
+                         "without --tokenizer to use the run's own, or train into a new --out")
+    return tokenizer
+
+
+def check_same_corpus(out: Path, text: str) -> None:
+    """On a resume, refuse another corpus: the batches follow from the step only over the same tokens."""
+    import hashlib
+
+    record = out / "tokens.bin.json"
+    if record.is_file():
+        saved = json.loads(record.read_text(encoding="utf-8")).get("text_sha256")
+        if saved != hashlib.sha256(text.encode("utf-8")).hexdigest():
+            raise ValueError(f"{out} was trained on another corpus ({record} records another text): resume with "
+                             "the same --corpus, or train into a new --out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,10 +141,16 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from minitransformer.models import GPT2, GPT2Config, Llama
+    from minitransformer.models import GPT2, BertConfig, BertForMaskedLM, GPT2Config, Llama
     from minitransformer.training.corpus import read_corpus
-    from minitransformer.training.data import TokenBlocks, tokenize_to_file
-    from minitransformer.training.distributed import shutdown
+    from minitransformer.training.data import (
+        MaskedTokenBlocks,
+        TokenBlocks,
+        add_mask_token,
+        load_token_file,
+        tokenize_to_file,
+    )
+    from minitransformer.training.distributed import barrier, init_distributed, shutdown
     from minitransformer.training.trainer import Trainer, TrainingConfig
 
     out = Path(args.out)
@@ -97,15 +158,33 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{out} already holds a training run: add --resume to continue it, or pick another --out")
     config = build_model_config(args.model)
     text = read_corpus(args.corpus)
+    if args.resume:
+        check_same_corpus(out, text)
     tokenizer = build_tokenizer(args.tokenizer, text, args.vocab_size, out, args.resume)
+    masked = isinstance(config, BertConfig)
+    mask_id = add_mask_token(tokenizer) if masked else None
     V = tokenizer.vocab_size
     # The model reads the tokenizer's ids; a preset's special ids belong to another vocabulary.
-    config = dataclasses.replace(config, vocab_size=V, bos_token_id=None, eos_token_id=None)
+    if masked:  # no padding in these blocks: no id is [PAD]
+        config = dataclasses.replace(config, vocab_size=V, pad_token_id=None)
+    else:
+        config = dataclasses.replace(config, vocab_size=V, bos_token_id=None, eos_token_id=None)
     torch.manual_seed(args.seed)  # the initial weights follow the seed too (a resume reads them back)
-    model = (GPT2 if isinstance(config, GPT2Config) else Llama)(config)
-    out.mkdir(parents=True, exist_ok=True)
-    tokens = tokenize_to_file(text, tokenizer, out / "tokens.bin")  # tokenized once, memory-mapped
-    data = TokenBlocks(tokens, args.block_size, seed=args.seed, max_positions=model.max_positions)
+    model = BertForMaskedLM(config) if masked else (GPT2 if isinstance(config, GPT2Config) else Llama)(config)
+    # Under torchrun the main rank tokenizes and the others wait, then read its file (two ranks writing
+    # one file would race). Outside torchrun this is a world of one: no process group, no waiting.
+    ctx = init_distributed(args.device)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        tokens = tokenize_to_file(text, tokenizer, out / "tokens.bin")  # tokenized once, memory-mapped
+    barrier(ctx)
+    if not ctx.is_main:
+        tokens = load_token_file(out / "tokens.bin")
+    if masked:  # BERT's position table (its max_positions is None: the model does not say)
+        data = MaskedTokenBlocks(tokens, args.block_size, mask_token_id=mask_id, vocab_size=V, seed=args.seed,
+                                 max_positions=config.max_position_embeddings)
+    else:
+        data = TokenBlocks(tokens, args.block_size, seed=args.seed, max_positions=model.max_positions)
     train_config = TrainingConfig(
         max_steps=args.max_steps, batch_size=args.batch_size, block_size=args.block_size, lr=args.lr,
         warmup_steps=min(100, args.max_steps // 10), grad_accum=args.grad_accum, precision=args.precision,
@@ -113,10 +192,11 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, compile=args.compile, distributed=args.distributed,
     )
     trainer = Trainer(model, train_config, data, tokenizer=tokenizer, out_dir=out)
-    try:
-        result = trainer.train(resume=args.resume)
-    finally:
-        shutdown(trainer.ctx)  # under torchrun: leave the process group (a no-op in one process)
+    result = trainer.train(resume=args.resume)
+    # Under torchrun: leave the process group (a no-op in one process). Only after a run that ended
+    # well: after an error the other ranks may be inside a collective and never reach the barrier of
+    # shutdown; this rank exits instead, and torchrun stops the others.
+    shutdown(trainer.ctx)
     if trainer.ctx.is_main:
         (out / "train_result.json").write_text(json.dumps(
             {"steps": result.steps, "train_loss": result.train_loss, "best_val_loss": result.best_val_loss,
@@ -125,10 +205,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train_main(argv: list[str]) -> int:
-    """Parse ``argv`` and train; bad input (a ValueError, a missing file) is one line and status 2."""
+    """Parse ``argv`` and train; bad input (a ValueError, a missing file, a broken config) is one line and status 2."""
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
+    except (ValueError, FileNotFoundError, CheckpointError, LoadingError) as err:
         print(f"minitransformer train: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -25,9 +25,11 @@ import numpy as np
 import torch
 
 from minitransformer.tokenizers import BPETokenizer, Tokenizer
+from minitransformer.tokenizers.base import AddedToken
 from minitransformer.tokenizers.io import tokenizer_from_dict
 
 SPLITS = ("train", "val")
+MASK_TOKEN = "[MASK]"
 
 
 # ---------------------------------------------------------------------------------- tokenizers
@@ -63,6 +65,22 @@ def bpe_tokenizer(text: str, vocab_size: int) -> Tokenizer:
     return BPETokenizer.train(lines, vocab_size=vocab_size, show_progress=False)
 
 
+def add_mask_token(tokenizer: Tokenizer) -> int:
+    """The id of ``[MASK]`` (BERT's masked LM), added after the vocabulary as a special token if absent.
+
+    Example:
+        >>> tok = char_tokenizer("hello")
+        >>> add_mask_token(tok), tok.encode("he[MASK]")
+        (4, [1, 0, 4])
+    """
+    mask_id = tokenizer.token_to_id(MASK_TOKEN)
+    if mask_id is None:
+        mask_id = tokenizer.vocab_size
+        tokenizer.add_tokens([AddedToken(MASK_TOKEN, mask_id)])
+    tokenizer.mask_token = MASK_TOKEN
+    return mask_id
+
+
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
     """sha256 of the tokenizer's ``tokenizer.json`` content (canonical JSON): equal iff same ids for same text."""
     doc = json.dumps(tokenizer.to_dict(), sort_keys=True, ensure_ascii=False)
@@ -82,7 +100,9 @@ def tokenize_to_file(text: str, tokenizer: Tokenizer, path: str | Path) -> np.me
 
     ``path``.json records the dtype, the count and the tokenizer's fingerprint; when both files
     already hold this text tokenized by this tokenizer, nothing is redone. Written atomically: a
-    reader never sees half a file.
+    reader never sees half a file, and the old record is deleted before the ids are replaced, so a
+    run killed in between leaves ids without a record (redone next time), never ids of another text
+    under a record that vouches for them.
     """
     path = Path(path)
     meta = {"dtype": token_dtype(len(tokenizer)).name, "tokenizer": tokenizer_fingerprint(tokenizer),
@@ -102,6 +122,7 @@ def tokenize_to_file(text: str, tokenizer: Tokenizer, path: str | Path) -> np.me
         ids.astype(meta["dtype"]).tofile(f)
         f.flush()
         os.fsync(f.fileno())
+    meta_path.unlink(missing_ok=True)
     os.replace(tmp, path)
     tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
     tmp_meta.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -161,8 +182,8 @@ class TokenBlocks:
 
     def blocks(self, split: str, index: int, batch_size: int) -> tuple[torch.Tensor, np.random.Generator]:
         """(B, T) int64 ids of ``batch_size`` blocks at random starts, and the generator that drew them."""
+        rng = self.generator(split, index)  # first: it refuses an unknown split
         data, T = self.splits[split], self.block_size
-        rng = self.generator(split, index)
         starts = rng.integers(0, len(data) - T + 1, size=batch_size)
         rows = np.stack([np.asarray(data[s:s + T], dtype=np.int64) for s in starts])  # (B, T)
         return torch.from_numpy(rows), rng

@@ -379,6 +379,10 @@ class Trainer:
             stopped_early = state.get("stopped_early", False)
         history = read_metrics(metrics_path, start) if (out is not None and state is not None) else []
         samples = read_metrics(samples_path, start) if (out is not None and state is not None) else []
+        # Every rank has looked at out_dir (the check above, the checkpoint it resumes from) before the
+        # main rank writes into it: otherwise another rank could see this run's fresh metrics.jsonl and
+        # refuse it as an old run, leaving the main rank waiting for it in the first backward.
+        hooks.barrier(self.ctx)
         if out is not None and main:
             out.mkdir(parents=True, exist_ok=True)
             remove_unfinished(out / "checkpoints")

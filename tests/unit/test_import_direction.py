@@ -31,6 +31,7 @@ RANKS = {
     "viz": 7,
     "demo": 7,
     "cli": 7,
+    "__main__": 8,  # python -m minitransformer: runs the cli
     "__init__": 7,
 }
 
