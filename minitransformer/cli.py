@@ -5,6 +5,7 @@
     minitransformer check 3                 # grade your chapters/03_*/exercises.py
     minitransformer check 3 --reference     # the same checks on the library's solutions
     minitransformer train --model gpt2-tiny --max-steps 200 --out runs/tiny   # train from scratch
+    minitransformer finetune --out runs/reviews   # fine-tune all-MiniLM-L6-v2 on the built-in reviews
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # train parses its own options (minitransformer/training/cli.py): this entry is for --help's list
     sub.add_parser("train", help="train a model from scratch (see: minitransformer train --help)", add_help=False)
+    sub.add_parser("finetune", help="fine-tune a BERT classifier (see: minitransformer finetune --help)",
+                   add_help=False)
     return parser
 
 
@@ -100,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         from minitransformer.training.cli import train_main
 
         return train_main(argv[1:])
+    if argv and argv[0] == "finetune":
+        from minitransformer.training.finetune import finetune_main
+
+        return finetune_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo" and args.text is None:
         from minitransformer.demo import DEFAULT_TEXT

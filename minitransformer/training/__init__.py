@@ -8,15 +8,17 @@
     trainer.py       TrainingConfig, Trainer, TrainResult
     distributed.py   torchrun hooks: DDP and FSDP2 on PyTorch's own engine
     cli.py           ``minitransformer train``
+    finetune.py      ``minitransformer finetune``: a BERT classifier, precision / recall / F1 before and after
 
 This package sits above models, generation and loading: nothing below imports it.
 """
 
 from minitransformer.training.corpus import builtin_corpus, read_corpus
 from minitransformer.training.data import MaskedTokenBlocks, TokenBlocks, bpe_tokenizer, char_tokenizer
+from minitransformer.training.finetune import FinetuneResult, classification_report, finetune
 from minitransformer.training.optim import adamw_update, configure_optimizer, cross_entropy, lr_at
 from minitransformer.training.trainer import Trainer, TrainingConfig, TrainResult
 
-__all__ = ["MaskedTokenBlocks", "TokenBlocks", "TrainResult", "Trainer", "TrainingConfig", "adamw_update",
-           "bpe_tokenizer", "builtin_corpus", "char_tokenizer", "configure_optimizer", "cross_entropy", "lr_at",
+__all__ = ["FinetuneResult", "MaskedTokenBlocks", "TokenBlocks", "TrainResult", "Trainer", "TrainingConfig", "adamw_update",
+           "bpe_tokenizer", "builtin_corpus", "char_tokenizer", "classification_report", "configure_optimizer", "cross_entropy", "finetune", "lr_at",
            "read_corpus"]

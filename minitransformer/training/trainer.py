@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minitransformer.models.base import DecoderOnlyModel
+from minitransformer.models.bert import BertForSequenceClassification
 from minitransformer.training import distributed as hooks
 from minitransformer.training.checkpoint import (
     CheckpointError,
@@ -475,7 +476,10 @@ def summary(result: TrainResult, trainer: Trainer | None = None) -> str:
     lines.append(f"steps      {result.steps}" + ("  (stopped early: no improvement)" if result.stopped_early else ""))
     lines.append(f"train loss {result.train_loss:.4f}")
     if result.best_val_loss is not None:
-        lines.append(f"val loss   {result.best_val_loss:.4f} best (perplexity {math.exp(min(result.best_val_loss, 50)):.2f})")
+        # perplexity is exp of a per-token cross-entropy: a language model's, not a classifier's
+        lm = trainer is None or not isinstance(trainer.model, BertForSequenceClassification)
+        ppl = f" (perplexity {math.exp(min(result.best_val_loss, 50)):.2f})" if lm else ""
+        lines.append(f"val loss   {result.best_val_loss:.4f} best{ppl}")
     lines.append(f"speed      {result.tokens_per_s:,.0f} tokens/s (training steps only, this session)")
     if result.samples:
         last = result.samples[-1]
