@@ -30,6 +30,7 @@ import math
 import random
 import shutil
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -180,6 +181,34 @@ def split_indices(data: LabeledTexts, val_fraction: float = 0.2, seed: int = 0) 
         raise ValueError(f"{len(train)} training rows and {len(val)} held-out rows: both are needed (add rows, or "
                          "fix the split column)")
     return train, val
+
+
+def label_set(data: LabeledTexts, train: list[int], val: list[int], labels: list[str] | None = None) -> list[str]:
+    """The classes, in the classifier's output order: ``labels`` as given, else the training rows' (sorted).
+
+    Raises:
+        ValueError: a row whose label is not in ``labels``, or (without ``labels``) a held-out label
+            that no training row has: the classifier could never predict it. The labels are named.
+    """
+    if labels is not None:
+        names = [str(x).strip() for x in labels]
+        if len(set(names)) != len(names) or len(names) < 2:
+            raise ValueError(f"--labels {','.join(names)}: give two or more different labels")
+        outside = Counter(y for y in data.labels if y not in names)
+        if outside:
+            shown = ", ".join(f"{y!r} ({n} rows)" for y, n in outside.most_common(5))
+            raise ValueError(f"labels not in --labels {','.join(names)}: {shown}; add them to --labels or remove "
+                             "those rows")
+        return names
+    names = sorted({data.labels[i] for i in train})
+    unseen = Counter(data.labels[i] for i in val if data.labels[i] not in names)
+    if unseen:
+        shown = ", ".join(f"{y!r} ({n} rows)" for y, n in unseen.most_common(5))
+        raise ValueError(f"held-out rows have labels that no training row has: {shown}; move some of those rows "
+                         "to the training split, or remove them")
+    if len(names) < 2:
+        raise ValueError(f"the training rows hold one class ({names[0]!r}); a classifier needs at least two")
+    return names
 
 
 class ClassificationBatches:
@@ -344,10 +373,11 @@ class FinetuneResult:
 def finetune(model: str | Path | None = None, data: str | Path | None = None, *, out: str | Path,
              text_column: str = "text", label_column: str = "label", epochs: int = 3, lr: float = 1e-4,
              batch_size: int = 16, patience: int | None = None, precision: str = "fp32", max_length: int | None = None,
-             seed: int = 0, device: str = "auto", progress: bool = True, log=print) -> FinetuneResult:
+             labels: list[str] | None = None, seed: int = 0, device: str = "auto", progress: bool = True,
+             log=print) -> FinetuneResult:
     """Fine-tune ``model`` (default all-MiniLM-L6-v2) on ``data`` (default the built-in reviews) into ``out``.
 
-    Texts are cut to ``max_length`` tokens (default 128, or the model's positions if fewer). One
+    The classes are ``labels`` in that order, else the training rows' labels sorted. Texts are cut to ``max_length`` tokens (default 128, or the model's positions if fewer). One
     evaluation per epoch; with ``patience``, training stops after that many epochs without a lower
     validation loss and the best epoch's weights are the ones saved. Everything is checked before
     anything is written: a bad input leaves ``out`` as it was.
@@ -370,7 +400,7 @@ def finetune(model: str | Path | None = None, data: str | Path | None = None, *,
     data_path = builtin_data_path() if data in (None, BUILTIN) else Path(data)
     rows = read_labeled(data_path, text_column, label_column)
     train_rows, val_rows = split_indices(rows, seed=seed)
-    label_names = rows.label_names
+    label_names = label_set(rows, train_rows, val_rows, labels)
     model_path = default_model_path() if model in (None, DEFAULT_MODEL) else model
     tokenizer = load_tokenizer(model_path)
     classifier = load_classifier(model_path, label_names, seed=seed)
@@ -438,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a lower "
                                                                  "validation loss, keeping the best")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--labels", default=None, help="the label set, comma-separated, in the classifier's output "
+                                                   "order (default: the training rows' labels, sorted)")
     p.add_argument("--max-length", type=int, default=None, help="tokens per text, [CLS] and [SEP] included "
                                                                     "(default: 128, or the model's positions if fewer)")
     p.add_argument("--seed", type=int, default=0)
@@ -451,7 +483,8 @@ def finetune_main(argv: list[str]) -> int:
     try:
         finetune(args.model, args.data, out=args.out, text_column=args.text_column, label_column=args.label_column,
                  epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, patience=args.patience,
-                 precision=args.precision, max_length=args.max_length, seed=args.seed, device=args.device)
+                 precision=args.precision, max_length=args.max_length, seed=args.seed, device=args.device,
+                 labels=None if args.labels is None else args.labels.split(","))
     except (ValueError, FileNotFoundError, LoadingError, TokenizerFileError, CheckpointError) as err:
         print(f"minitransformer finetune: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -22,6 +22,7 @@ from minitransformer.training.finetune import (
     default_model_path,
     finetune,
     finetune_main,
+    label_set,
     read_labeled,
     split_indices,
 )
@@ -101,6 +102,18 @@ def test_a_bad_split_value_is_named():
         split_indices(data)
     with pytest.raises(ValueError, match="0 held-out rows"):
         split_indices(LabeledTexts(["a", "b"], ["x", "y"], ["train", "train"]))
+
+
+def test_the_label_set_is_checked():
+    data = LabeledTexts(["a", "b", "c", "d", "e"], ["x", "y", "x", "z", "y"], ["train", "train", "val", "val", "val"])
+    with pytest.raises(ValueError, match=r"held-out rows have labels that no training row has: 'z' \(1 rows\)"):
+        label_set(data, [0, 1], [2, 3, 4])
+    assert label_set(data, [0, 1, 3], [2, 4]) == ["x", "y", "z"]
+    assert label_set(data, [0, 1], [2, 3, 4], ["z", "y", "x"]) == ["z", "y", "x"]  # the order given
+    with pytest.raises(ValueError, match=r"labels not in --labels x,y: 'z' \(1 rows\)"):
+        label_set(data, [0, 1], [2, 3, 4], ["x", "y"])
+    with pytest.raises(ValueError, match="two or more different labels"):
+        label_set(data, [0, 1], [2, 3, 4], ["x", "x"])
 
 
 def test_batches_cover_each_epoch_once_padded_and_reproducibly():
@@ -196,6 +209,8 @@ def test_bad_input_exits_2_in_one_line_and_overwrites_nothing(tiny_bert, tmp_pat
     assert "fp16 needs a GPU" in one_line_error(capsys)
     assert finetune_main([*args, "--max-length", "100"]) == 2
     assert "longer than the model's 64 positions" in one_line_error(capsys)
+    assert finetune_main([*args, "--labels", "negative,positive"]) == 2
+    assert "labels not in --labels negative,positive: 'neutral' (120 rows)" in one_line_error(capsys)
     assert finetune_main([*args, "--epochs", "0"]) == 2
     assert "--epochs must be a positive integer" in one_line_error(capsys)
     assert not (tmp_path / "a").exists()
