@@ -330,7 +330,12 @@ class EncoderDecoderModel(PreTrainedModel):
 
 
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
-    """Cross-entropy of position t's logits against labels[t + 1] (-100 ignored), or None without labels."""
+    """Cross-entropy of position t's logits against labels[t + 1] (-100 ignored), or None without labels.
+
+    The labels move left, not the logits: ``logits[:, :-1]`` would copy the largest tensor of the step
+    (B x T x vocabulary) and its gradient; the last position, with no next token, gets the label -100.
+    """
     if labels is None:
         return None
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T): position t predicts labels[t + 1]
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
