@@ -329,13 +329,20 @@ class EncoderDecoderModel(PreTrainedModel):
         return EncoderDecoderCache(len(layers), self_attention=self_attention)
 
 
-def next_token_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor | None,
+                    shift_labels: torch.Tensor | None = None) -> torch.Tensor | None:
     """Cross-entropy of position t's logits against labels[t + 1] (-100 ignored), or None without labels.
 
     The labels move left, not the logits: ``logits[:, :-1]`` would copy the largest tensor of the step
     (B x T x vocabulary) and its gradient; the last position, with no next token, gets the label -100.
+    ``shift_labels`` (B, T), transformers' name, are targets already shifted: position t is scored
+    against ``shift_labels[t]``, so the last position has a target too (the Trainer's batches, cut
+    from T + 1 tokens as nanoGPT's are). Given, it replaces ``labels``.
     """
-    if labels is None:
+    if shift_labels is not None:
+        targets = shift_labels  # (B, T): already position t's next token
+    elif labels is None:
         return None
-    targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T): position t predicts labels[t + 1]
+    else:
+        targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T): position t predicts labels[t + 1]
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)

@@ -151,6 +151,7 @@ class GPT2(DecoderOnlyModel):
         logits_to_keep: int = 0,
         token_type_ids: torch.Tensor | None = None,
         prepared_mask: torch.Tensor | None = None,
+        shift_labels: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Args:
             input_ids: (B, T) token ids; with a cache, only the tokens it does not hold yet.
@@ -178,6 +179,9 @@ class GPT2(DecoderOnlyModel):
             prepared_mask: instead of ``attention_mask``, a ready (B|1, 1, T, S) mask over the keys
                 attention will see, bool (True = attend) or additive; ``position_ids`` must be given
                 too (``generate`` builds one per generation and slices it).
+            shift_labels: (B, T) targets already shifted, transformers' name: position t is scored
+                against ``shift_labels[t]``, the last position too; replaces ``labels`` (the Trainer's
+                batches, cut from T + 1 tokens as nanoGPT's are).
 
         Returns:
             :class:`ModelOutput` with ``logits`` (B, T, V), ``last_hidden_state`` (B, T, C) and the
@@ -208,5 +212,5 @@ class GPT2(DecoderOnlyModel):
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
             past_key_values=past_key_values,
-            loss=next_token_loss(logits, labels),
+            loss=next_token_loss(logits, labels, shift_labels),
         )

@@ -3,12 +3,15 @@
     tok = char_tokenizer(text)                              # or bpe_tokenizer(text, 1024), or any Tokenizer
     tokens = tokenize_to_file(text, tok, "run/tokens.bin")  # tokenized once, memory-mapped
     data = TokenBlocks(tokens, block_size=64, seed=0)       # first 90% train, last 10% validation
-    batch = data.get_batch("train", index=0, batch_size=8)  # {"input_ids": (8, 64), "labels": (8, 64)}
+    batch = data.get_batch("train", index=0, batch_size=8)  # {"input_ids": (8, 64), "shift_labels": (8, 64)}
 
 The batches follow from ``(seed, split, index)`` alone: block starts are drawn from a generator
 seeded with those three numbers, so a resumed run needs to know only how far it got, not any
-random state. ``labels`` is the same tensor as ``input_ids``: our causal LMs shift inside the loss
-(position t predicts token t + 1), as transformers' do.
+random state. Each row is a window of T + 1 tokens cut in two, as nanoGPT's ``get_batch`` does:
+``input_ids`` the first T, ``shift_labels`` the last T, so every one of the T positions has a
+target (position t predicts token t + 1). ``shift_labels`` is transformers' name for labels
+already shifted; plain ``labels`` (the inputs themselves, shifted inside the loss) would leave the
+last position without a target, 1/T of the signal lost.
 
 ``MaskedTokenBlocks`` serves the same blocks for BERT's masked-language-model objective.
 """
@@ -150,9 +153,15 @@ class TokenBlocks:
         val_fraction: the share at the end held out for validation.
         max_positions: the model's longest sequence (``model.max_positions``), checked against T.
 
+    Attributes:
+        window: tokens cut from the corpus per row: T + 1 here (the inputs and, one further, the
+            targets), T for :class:`MaskedTokenBlocks`, whose targets are the inputs themselves.
+
     Raises:
         ValueError: a block longer than the model takes, or a split shorter than one block.
     """
+
+    extra_tokens = 1  # the window reaches one token past the block: the last position's target
 
     def __init__(self, tokens: Any, block_size: int, *, seed: int = 0, val_fraction: float = 0.1,
                  max_positions: int | None = None) -> None:
@@ -165,11 +174,13 @@ class TokenBlocks:
             tokens = tokens.numpy()
         n_val = int(len(tokens) * val_fraction)
         self.splits = {"train": tokens[: len(tokens) - n_val], "val": tokens[len(tokens) - n_val:]}
+        self.window = block_size + self.extra_tokens
         for split, part in self.splits.items():
-            if len(part) < block_size:
+            if len(part) < self.window:
+                what = f"one block of {block_size}" + (" and its next token" if self.extra_tokens else "")
                 raise ValueError(
                     f"the corpus is too small: its {split} split has {len(part)} tokens ({len(tokens)} in all, "
-                    f"the last {val_fraction:.0%} held out), fewer than one block of {block_size}; "
+                    f"the last {val_fraction:.0%} held out), fewer than {what}; "
                     f"use a longer corpus or a smaller --block-size")
         self.block_size = block_size
         self.seed = seed
@@ -181,17 +192,17 @@ class TokenBlocks:
         return np.random.default_rng([self.seed, SPLITS.index(split), index])
 
     def blocks(self, split: str, index: int, batch_size: int) -> tuple[torch.Tensor, np.random.Generator]:
-        """(B, T) int64 ids of ``batch_size`` blocks at random starts, and the generator that drew them."""
+        """(B, window) int64 ids of ``batch_size`` windows at random starts, and the generator that drew them."""
         rng = self.generator(split, index)  # first: it refuses an unknown split
-        data, T = self.splits[split], self.block_size
-        starts = rng.integers(0, len(data) - T + 1, size=batch_size)
-        rows = np.stack([np.asarray(data[s:s + T], dtype=np.int64) for s in starts])  # (B, T)
+        data, W = self.splits[split], self.window
+        starts = rng.integers(0, len(data) - W + 1, size=batch_size)
+        rows = np.stack([np.asarray(data[s:s + W], dtype=np.int64) for s in starts])  # (B, W)
         return torch.from_numpy(rows), rng
 
     def get_batch(self, split: str, index: int, batch_size: int) -> dict[str, torch.Tensor]:
-        """``{"input_ids": (B, T), "labels": (B, T)}``, the same tensor: the model shifts inside its loss."""
-        ids, _ = self.blocks(split, index, batch_size)
-        return {"input_ids": ids, "labels": ids}
+        """``{"input_ids": (B, T), "shift_labels": (B, T)}``: the window's first T tokens, and its last T."""
+        rows, _ = self.blocks(split, index, batch_size)  # (B, T + 1)
+        return {"input_ids": rows[:, :-1], "shift_labels": rows[:, 1:]}  # each (B, T): token t predicts t + 1
 
     def tokens_in(self, batch: dict[str, torch.Tensor]) -> int:
         return batch["input_ids"].numel()
@@ -211,6 +222,8 @@ class MaskedTokenBlocks(TokenBlocks):
         special_ids: ids never masked nor drawn as replacements.
         mask_prob: the share of tokens chosen (BERT: 0.15).
     """
+
+    extra_tokens = 0  # the targets are the block's own tokens
 
     def __init__(self, tokens: Any, block_size: int, *, mask_token_id: int, vocab_size: int,
                  special_ids: tuple[int, ...] = (), mask_prob: float = 0.15, seed: int = 0,

@@ -166,21 +166,27 @@ def test_batches_follow_from_seed_split_and_index_alone():
     assert first.shape == (8, 16) and first.dtype == torch.int64
 
 
-def test_rows_are_contiguous_slices_and_labels_are_the_inputs_the_model_shifts():
+def test_rows_are_contiguous_windows_cut_into_inputs_and_next_tokens():
     data = TokenBlocks(positions(), 16, seed=0)
     batch = data.get_batch("train", 0, 4)
-    ids = batch["input_ids"]
-    assert torch.equal(batch["labels"], ids)
+    ids, targets = batch["input_ids"], batch["shift_labels"]
+    assert set(batch) == {"input_ids", "shift_labels"} and ids.shape == targets.shape == (4, 16)
     assert torch.equal(ids - ids[:, :1], torch.arange(16).expand(4, 16))  # consecutive tokens of the corpus
+    assert torch.equal(targets, ids + 1)  # each position's target is the corpus's next token (nanoGPT's y)
     assert data.tokens_in(batch) == 64
 
-    # The model shifts inside: its loss is that of predicting token t + 1 from tokens <= t.
+    # Every one of the T positions is scored, the last one too: T targets per row, not T - 1.
     model = GPT2(GPT2Config.from_name("gpt2-tiny")).eval()
     text_ids = TokenBlocks(np.arange(200) % 256, 16, seed=0).get_batch("train", 0, 2)
     out = model(**text_ids)
-    logits, labels = out.logits[:, :-1], text_ids["input_ids"][:, 1:]
-    expected = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    expected = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), text_ids["shift_labels"].reshape(-1))
     torch.testing.assert_close(out.loss, expected)
+    # labels (shifted inside) score T - 1 positions: the same loss without the last one.
+    inside = model(text_ids["input_ids"], labels=text_ids["input_ids"]).loss
+    last_dropped = F.cross_entropy(out.logits[:, :-1].reshape(-1, out.logits.shape[-1]),
+                                   text_ids["shift_labels"][:, :-1].reshape(-1))
+    torch.testing.assert_close(inside, last_dropped)
+    assert not torch.allclose(inside, out.loss)
 
 
 def test_validation_is_the_tail_and_never_overlaps_training():
@@ -193,7 +199,7 @@ def test_validation_is_the_tail_and_never_overlaps_training():
         val = data.get_batch("val", index, 32)["input_ids"]
         assert train.max() < n_train and val.min() >= n_train  # no block straddles the boundary
     train_starts = {int(r[0]) for i in range(50) for r in data.get_batch("train", i, 32)["input_ids"]}
-    assert max(train_starts) <= n_train - 16 and min(train_starts) == 0  # every start reachable, none past
+    assert max(train_starts) <= n_train - 17 and min(train_starts) == 0  # every start reachable, none past
 
 
 def test_a_torch_tensor_is_accepted():
@@ -206,7 +212,10 @@ def test_a_corpus_too_small_for_one_block_is_a_clear_error():
     with pytest.raises(ValueError, match=r"corpus is too small: its val split has 5 tokens \(50 in all") as err:
         TokenBlocks(positions(50), 16)
     assert "--block-size" in str(err.value) and "longer corpus" in str(err.value)
-    TokenBlocks(positions(160), 16)  # 144 + 16: just enough
+    assert "next token" in str(err.value)
+    TokenBlocks(positions(170), 16)  # 153 + 17: just enough for 16 inputs and their 16 targets
+    with pytest.raises(ValueError, match="val split has 16 tokens"):
+        TokenBlocks(positions(160), 16)  # 16 tokens hold 16 inputs but not the last one's target
 
 
 def test_a_block_longer_than_the_model_is_a_clear_error():
