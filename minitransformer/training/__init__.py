@@ -9,6 +9,8 @@
     distributed.py   torchrun hooks: DDP and FSDP2 on PyTorch's own engine
     cli.py           ``minitransformer train``
     finetune.py      ``minitransformer finetune``: a BERT classifier, precision / recall / F1 before and after
+    memory.py        training_memory: the bytes of weights, gradients, AdamW state and activations, predicted
+                     from a config; measure_training_memory checks it on a real model
 
 This package sits above models, generation and loading: nothing below imports it.
 """
@@ -16,9 +18,11 @@ This package sits above models, generation and loading: nothing below imports it
 from minitransformer.training.corpus import builtin_corpus, read_corpus
 from minitransformer.training.data import MaskedTokenBlocks, TokenBlocks, bpe_tokenizer, char_tokenizer
 from minitransformer.training.finetune import FinetuneResult, classification_report, finetune
+from minitransformer.training.memory import TrainingMemory, measure_training_memory, training_memory
 from minitransformer.training.optim import adamw_update, configure_optimizer, cross_entropy, lr_at
 from minitransformer.training.trainer import Trainer, TrainingConfig, TrainResult
 
-__all__ = ["FinetuneResult", "MaskedTokenBlocks", "TokenBlocks", "TrainResult", "Trainer", "TrainingConfig", "adamw_update",
-           "bpe_tokenizer", "builtin_corpus", "char_tokenizer", "classification_report", "configure_optimizer", "cross_entropy", "finetune", "lr_at",
-           "read_corpus"]
+__all__ = ["FinetuneResult", "MaskedTokenBlocks", "TokenBlocks", "TrainResult", "Trainer", "TrainingConfig",
+           "TrainingMemory", "adamw_update", "bpe_tokenizer", "builtin_corpus", "char_tokenizer",
+           "classification_report", "configure_optimizer", "cross_entropy", "finetune", "lr_at",
+           "measure_training_memory", "read_corpus", "training_memory"]

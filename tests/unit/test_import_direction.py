@@ -27,6 +27,8 @@ RANKS = {
     "generation": 3,
     "loading": 4,
     "training": 5,
+    "lora": 5,  # LoRA layers put into models, adapters in PEFT's format (training uses it)
+    "quantization": 5,  # quantized Linear layers put into models, saved and loaded
     "exercises": 6,
     "viz": 7,
     "demo": 7,
