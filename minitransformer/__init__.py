@@ -7,8 +7,9 @@
     model.generate(ids, max_new_tokens=20)        # see mt.generation
     tok = mt.load_tokenizer("path/or/hub-id")     # see mt.tokenizers
 
-The submodules (``layers``, ``models``, ``tokenizers``, ``generation``, ``loading``, ``viz``,
-``testing``, ``exercises``) and the Auto classes are reachable from here; each is imported the
+The submodules (``layers``, ``models``, ``tokenizers``, ``generation``, ``loading``, ``training``,
+``lora``, ``quantization``, ``viz``, ``testing``, ``exercises``), the Auto classes, ``quantize`` and
+``model_memory`` are reachable from here; each is imported the
 first time it is used, so ``import minitransformer`` stays quick.
 """
 
@@ -19,7 +20,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-SUBMODULES = ("layers", "models", "tokenizers", "generation", "loading", "viz", "testing", "exercises")
+SUBMODULES = ("layers", "models", "tokenizers", "generation", "loading", "training", "lora", "quantization", "viz",
+              "testing", "exercises")
 #: Names exported from a submodule, imported on first use: name -> submodule.
 LAZY_NAMES = {
     "AutoConfig": "loading",
@@ -30,6 +32,8 @@ LAZY_NAMES = {
     "AutoModelForSeq2SeqLM": "loading",
     "save_pretrained": "loading",
     "GenerationConfig": "generation",
+    "quantize": "quantization",
+    "model_memory": "quantization",
 }
 
 __all__ = ["__version__", "from_pretrained", "load_tokenizer", *SUBMODULES, *LAZY_NAMES]

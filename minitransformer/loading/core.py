@@ -362,6 +362,11 @@ def from_pretrained(path_or_repo_id: str | os.PathLike, *, dtype: torch.dtype | 
         check_backend(attn_implementation)  # a bad name is the caller's error, not the checkpoint's
     directory = resolve_checkpoint_dir(path_or_repo_id, revision)
     family, config_dict, config_path = read_family(directory)
+    if isinstance(config_dict.get("quantization_config"), dict) and \
+            config_dict["quantization_config"].get("quant_method") == "minitransformer":
+        raise LoadingError.in_file(config_path, "describes a model quantized by minitransformer, whose tensors "
+                                                "are not in transformers' layout",
+                                   "Load it with minitransformer.quantization.load_quantized(directory)")
     architecture, cls, config = build_config(family, config_dict, config_path)
     if model_class is not None:
         # The class decides the weight map, not config.json: a BertModel checkpoint read into the
@@ -416,6 +421,9 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike,
     config = model.config.to_dict()
     config["model_type"] = family.model_type
     config["architectures"] = [architecture]
+    quantization = getattr(model, "quantization_config", None)  # set by minitransformer.quantization.quantize
+    if quantization is not None:
+        config["quantization_config"] = quantization
     # What loading with dtype="auto" reads back first, so it must say what the weights are (transformers
     # writes the model's dtype there too); an older "torch_dtype" would only contradict it.
     config.pop("torch_dtype", None)
@@ -428,7 +436,9 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike,
         # Only what is set: None means "not set" (generate's default), and transformers reads the same file.
         options = {k: v for k, v in generation_config.to_dict().items() if v is not None}
         (directory / GENERATION_CONFIG).write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
-    hf = family.weight_map_for(model.config, architecture).to_hf(ours)
+    # Quantized Linears have no transformers layout: their tensors keep our state-dict names
+    # (minitransformer.quantization.load_quantized reads them back).
+    hf = ours if quantization is not None else family.weight_map_for(model.config, architecture).to_hf(ours)
     # safetensors refuses tensors that share memory (views into one memory-mapped file), so each
     # tensor gets its own contiguous CPU copy: saving costs one extra copy of the weights.
     hf = {name: t.to("cpu").contiguous().clone() for name, t in hf.items()}
