@@ -5,10 +5,15 @@
         --max-steps 2000 --out runs/llama
     minitransformer train ... --out runs/tiny --resume                                # go on after a kill
     minitransformer train --model bert-tiny --max-steps 200 --out runs/bert          # masked LM (BERT)
+    minitransformer train --model runs/tiny --lora-r 4 --max-steps 200 --out runs/tiny-lora   # LoRA fine-tune
 
 GPT-2 and Llama learn to predict the next token; BERT learns masked-language modelling (15% of the
 tokens chosen: 80% become ``[MASK]``, added to the tokenizer, 10% a random token, 10% kept). The output folder gets ``config.json`` + ``model.safetensors`` (``transformers`` loads them),
 ``tokenizer.json``, ``metrics.jsonl``, ``loss.png`` and ``checkpoints/`` (see ``docs/training.md``).
+With ``--lora-r`` the run fine-tunes a trained model instead (``--model`` a folder with its weights and
+``tokenizer.json``, e.g. an earlier run's ``--out``): its weights are frozen, LoRA adapters are trained on
+``--lora-targets`` (PEFT's module names), and the folder gets the adapter in PEFT's format
+(``adapter_config.json`` + ``adapter_model.safetensors``, which ``peft.PeftModel.from_pretrained`` loads).
 Bad input is one line on stderr and exit status 2: no traceback, nothing already saved overwritten.
 """
 
@@ -24,6 +29,8 @@ from minitransformer.training.checkpoint import CheckpointError
 
 EXIT_BAD_INPUT = 2
 FAMILIES = "gpt2 and llama (next-token prediction), bert (masked LM)"
+#: What ``--lora-targets`` defaults to, per family (PEFT's defaults for these models).
+LORA_TARGETS = {"gpt2": "c_attn", "llama": "q_proj,v_proj"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--distributed", choices=("ddp", "fsdp2"), default=None,
                    help="under torchrun: DistributedDataParallel or FSDP2 (fully_shard)")
+    lora = p.add_argument_group("LoRA fine-tuning (--model: a trained model's folder)")
+    lora.add_argument("--lora-r", type=int, default=None, help="train LoRA adapters of this rank, the base frozen")
+    lora.add_argument("--lora-alpha", type=float, default=None, help="the update is scaled by alpha / r "
+                                                                     "(default: 2 x r)")
+    lora.add_argument("--lora-targets", default=None,
+                      help="comma-separated PEFT module names (default: c_attn for GPT-2, q_proj,v_proj for LLaMA)")
     return p
 
 
@@ -124,6 +137,43 @@ def build_tokenizer(kind: str | None, text: str, vocab_size: int, out: Path, res
     return tokenizer
 
 
+def lora_base(args: argparse.Namespace):
+    """(model, tokenizer) of a LoRA fine-tune: the trained model in ``--model``, adapted, its base frozen.
+
+    Raises:
+        ValueError: ``--model`` is not a folder with weights, holds a family LoRA is not trained on here,
+            has no tokenizer, or the LoRA settings are wrong (say a target that matches nothing).
+    """
+    from minitransformer.loading import from_pretrained
+    from minitransformer.lora import apply_lora
+    from minitransformer.tokenizers import load_tokenizer
+
+    folder = Path(args.model)
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        raise ValueError(f"--lora-r fine-tunes a trained model: --model must be a folder with config.json and "
+                         f"model.safetensors (say an earlier run's --out), got {args.model!r}")
+    model = from_pretrained(folder)
+    family = getattr(model.config, "model_type", None)
+    if family not in LORA_TARGETS:
+        raise ValueError(f"--lora-r: {folder} holds a {family} model; LoRA runs of minitransformer train are for "
+                         f"gpt2 and llama (for a BERT classifier, see minitransformer finetune)")
+    if args.tokenizer in ("char", "bpe"):
+        raise ValueError(f"--tokenizer {args.tokenizer}: a LoRA fine-tune reads text with the base model's own "
+                         f"tokenizer (its ids are the model's); drop --tokenizer or pass that tokenizer's path")
+    source = Path(args.tokenizer) if args.tokenizer else folder / "tokenizer.json"
+    if not source.exists():
+        raise ValueError(f"{folder} has no tokenizer.json: pass the base model's tokenizer with --tokenizer PATH")
+    tokenizer = load_tokenizer(source)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"the tokenizer {source} has {tokenizer.vocab_size} ids, more than the model's "
+                         f"{model.config.vocab_size}: pass the tokenizer the model was trained with")
+    targets = (args.lora_targets or LORA_TARGETS[family]).split(",")
+    alpha = 2.0 * args.lora_r if args.lora_alpha is None else args.lora_alpha
+    apply_lora(model, r=args.lora_r, alpha=alpha, target_modules=[t.strip() for t in targets if t.strip()])
+    model.name_or_path = str(folder)  # transformers' attribute; save_adapter records it as the base model
+    return model, tokenizer
+
+
 def check_same_corpus(out: Path, text: str) -> None:
     """On a resume, refuse another corpus: the batches follow from the step only over the same tokens."""
     import hashlib
@@ -156,21 +206,26 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.resume and ((out / "metrics.jsonl").exists() or (out / "checkpoints").exists()):
         raise ValueError(f"{out} already holds a training run: add --resume to continue it, or pick another --out")
-    config = build_model_config(args.model)
     text = read_corpus(args.corpus)
     if args.resume:
         check_same_corpus(out, text)
-    tokenizer = build_tokenizer(args.tokenizer, text, args.vocab_size, out, args.resume)
-    masked = isinstance(config, BertConfig)
-    mask_id = add_mask_token(tokenizer) if masked else None
-    V = tokenizer.vocab_size
-    # The model reads the tokenizer's ids; a preset's special ids belong to another vocabulary.
-    if masked:  # no padding in these blocks: no id is [PAD]
-        config = dataclasses.replace(config, vocab_size=V, pad_token_id=None)
+    if args.lora_r is not None:  # fine-tune a trained model through LoRA adapters
+        torch.manual_seed(args.seed)  # the adapters' A follows the seed
+        model, tokenizer = lora_base(args)
+        config, masked, mask_id, V = model.config, False, None, tokenizer.vocab_size
     else:
-        config = dataclasses.replace(config, vocab_size=V, bos_token_id=None, eos_token_id=None)
-    torch.manual_seed(args.seed)  # the initial weights follow the seed too (a resume reads them back)
-    model = BertForMaskedLM(config) if masked else (GPT2 if isinstance(config, GPT2Config) else Llama)(config)
+        config = build_model_config(args.model)
+        tokenizer = build_tokenizer(args.tokenizer, text, args.vocab_size, out, args.resume)
+        masked = isinstance(config, BertConfig)
+        mask_id = add_mask_token(tokenizer) if masked else None
+        V = tokenizer.vocab_size
+        # The model reads the tokenizer's ids; a preset's special ids belong to another vocabulary.
+        if masked:  # no padding in these blocks: no id is [PAD]
+            config = dataclasses.replace(config, vocab_size=V, pad_token_id=None)
+        else:
+            config = dataclasses.replace(config, vocab_size=V, bos_token_id=None, eos_token_id=None)
+        torch.manual_seed(args.seed)  # the initial weights follow the seed too (a resume reads them back)
+        model = BertForMaskedLM(config) if masked else (GPT2 if isinstance(config, GPT2Config) else Llama)(config)
     # Under torchrun the main rank tokenizes and the others wait, then read its file (two ranks writing
     # one file would race). Outside torchrun this is a world of one: no process group, no waiting.
     ctx = init_distributed(args.device)

@@ -456,9 +456,18 @@ class Trainer:
         return result
 
     def save_model(self, out: Path) -> None:
-        """``config.json`` + ``model.safetensors`` of the final weights (``save_pretrained``), by the main rank."""
+        """``config.json`` + ``model.safetensors`` of the final weights (``save_pretrained``), by the main rank.
+
+        A model adapted with LoRA (``minitransformer.lora.apply_lora``) writes its adapter instead, in
+        PEFT's format (``adapter_config.json`` + ``adapter_model.safetensors``): the base is unchanged.
+        """
+        from minitransformer.lora import lora_layers, save_adapter
+
         state = hooks.gather_state_dict(self.wrapped, self.ctx)
-        if self.ctx.is_main and hasattr(self.model, "save_pretrained"):
+        if self.ctx.is_main and lora_layers(self.model):
+            # transformers' attribute for where the weights came from, set by ``minitransformer train``
+            save_adapter(self.model, out, base_model_name_or_path=getattr(self.model, "name_or_path", None))
+        elif self.ctx.is_main and hasattr(self.model, "save_pretrained"):
             model = self.model
             if state is not None and self.ctx.world_size > 1 and hooks.is_sharded(self.wrapped):
                 model = type(self.model)(self.model.config)  # a full copy on the CPU to write
@@ -469,10 +478,16 @@ class Trainer:
 
 def summary(result: TrainResult, trainer: Trainer | None = None) -> str:
     """One screen: what was trained, how far, the losses, the speed, the last sample, the files."""
+    from minitransformer.lora import lora_layers, trainable_parameters
+
     lines = ["", "=" * 72]
+    lora = trainer is not None and bool(lora_layers(trainer.model))
     if trainer is not None and hasattr(trainer.model, "num_parameters"):
         lines.append(f"model      {type(trainer.model).__name__}, {trainer.model.num_parameters() / 1e6:.2f}M parameters, "
                      f"on {trainer.device}, {trainer.config.precision}")
+    if lora:
+        trainable, total = trainable_parameters(trainer.model)
+        lines.append(f"LoRA       {trainable:,d} of {total:,d} parameters trained ({100 * trainable / total:.2f}%)")
     lines.append(f"steps      {result.steps}" + ("  (stopped early: no improvement)" if result.stopped_early else ""))
     lines.append(f"train loss {result.train_loss:.4f}")
     if result.best_val_loss is not None:
@@ -486,8 +501,8 @@ def summary(result: TrainResult, trainer: Trainer | None = None) -> str:
         text = (last["text"] if last["text"] is not None else str(last["ids"]))[:200].replace("\n", "\\n")
         lines.append(f"sample     {text!r}" + ("  [degenerate: one token repeats]" if last["degenerate"] else ""))
     if result.out_dir is not None:
-        lines.append(f"written    {result.out_dir}/ (config.json, model.safetensors, tokenizer.json, metrics.jsonl, "
-                     "loss.png, checkpoints/)")
+        weights = "adapter_config.json, adapter_model.safetensors" if lora else "config.json, model.safetensors"
+        lines.append(f"written    {result.out_dir}/ ({weights}, tokenizer.json, metrics.jsonl, loss.png, checkpoints/)")
     lines.append("=" * 72)
     return "\n".join(lines)
 
