@@ -22,9 +22,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from minitransformer.layers.flash_attention import flash_attention
 from minitransformer.layers.masks import check_mask
 
-BACKENDS = ("math", "sdpa")
+#: "math": every operation written out; "sdpa": torch's fused kernels; "flash": the tiled attention of
+#: ``flash_attention.py`` in plain PyTorch (memory O(T), not O(T^2); slower than sdpa on a CPU).
+BACKENDS = ("math", "sdpa", "flash")
 #: transformers' name for the written-out path; accepted as a synonym of "math".
 BACKEND_ALIASES = {"eager": "math"}
 #: Every model's default: the written-out path, so that what a student reads is what runs. It is also
@@ -33,7 +36,7 @@ DEFAULT_BACKEND = "math"
 
 
 def check_backend(attn_implementation: str, name: str = "attn_implementation") -> str:
-    """The backend's canonical name ("math" or "sdpa"), or a ValueError naming the choices."""
+    """The backend's canonical name ("math", "sdpa" or "flash"), or a ValueError naming the choices."""
     backend = BACKEND_ALIASES.get(attn_implementation, attn_implementation)
     if backend not in BACKENDS:
         raise ValueError(f"{name} must be one of {BACKENDS} (or 'eager', the same as 'math'), "
@@ -170,11 +173,19 @@ def dispatch_attention(
     scale: float | None = None,
     return_weights: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Dispatch to the "math" or "sdpa" path. Returns (output, probabilities or None).
+    """Dispatch to the "math", "sdpa" or "flash" path. Returns (output, probabilities or None).
 
-    Asking for the probabilities always takes the math path: fused kernels never build them.
+    Asking for the probabilities always takes the math path: fused and tiled kernels never build them.
     """
     backend = check_backend(backend, "backend")
+    if backend == "flash" and not return_weights:
+        if dropout_p > 0:
+            raise ValueError(f"the flash backend has no attention dropout (dropout_p={dropout_p}): train with "
+                             f"attention dropout 0, or use attn_implementation 'math' or 'sdpa'")
+        if is_causal and query.shape[-2] != key.shape[-2]:
+            # is_causal is torch's top-left alignment; flash_attention's causal is bottom-right (a cache)
+            raise ValueError("is_causal with queries and keys of different lengths: pass the causal mask instead")
+        return flash_attention(query, key, value, attn_mask=attn_mask, scale=scale, causal=is_causal), None
     if backend == "math" or return_weights:
         out = scaled_dot_product_attention(
             query, key, value, attn_mask, dropout_p, is_causal, scale, return_weights=return_weights

@@ -11,7 +11,7 @@ import torch
 
 from minitransformer.layers import DecoderBlock, EncoderBlock, decoder_mask, padding_mask
 
-PATHS = ["math", "sdpa"]
+PATHS = ["math", "sdpa", "flash"]
 DTYPES = [torch.float32, torch.bfloat16]
 C, H, FF = 32, 4, 64
 

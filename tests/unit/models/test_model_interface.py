@@ -126,8 +126,8 @@ def test_one_backend_switch_with_the_same_meaning_and_default_everywhere(family)
 
 
 def test_an_unknown_backend_names_the_choices():
-    with pytest.raises(ValueError, match=r"attn_implementation must be one of \('math', 'sdpa'\)"):
-        GPT2(GPT2Config.from_name("gpt2-tiny"), attn_implementation="flash")
+    with pytest.raises(ValueError, match=r"attn_implementation must be one of \('math', 'sdpa', 'flash'\)"):
+        GPT2(GPT2Config.from_name("gpt2-tiny"), attn_implementation="flashy")
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
