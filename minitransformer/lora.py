@@ -48,6 +48,7 @@ from minitransformer.loading.io import checkpoint_file, read_json_object
 from minitransformer.loading.registry import family_for_model
 from minitransformer.loading.transforms import CONV1D_TRANSPOSE, FUSED_QKV_CONV1D
 from minitransformer.loading.weight_map import WeightMap
+from minitransformer.quantization import QuantizedLinear
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -105,7 +106,8 @@ def lora_sites(model: nn.Module) -> list[LoRASite]:
     c_attn with three of ours. A linear already adapted (a :class:`LoRALinear`) is a site too.
     """
     weight_map, _ = _weight_map(model)
-    linears = {f"{name}.weight": name for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    linears = {f"{name}.weight": name for name, module in model.named_modules()
+               if isinstance(module, nn.Linear | QuantizedLinear | LoRAQuantizedLinear)}
     sites = []
     for rule in weight_map.rules:
         if len(rule.hf) != 1 or not rule.hf[0].endswith(".weight"):
@@ -200,9 +202,44 @@ class LoRALinear(nn.Linear):
         return f"{super().extra_repr()}, r={self.r}, scaling={self.scaling:g}, merged={self.merged}"
 
 
-def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
-    """Our module name -> LoRA layer, for every adapted linear of ``model``."""
-    return {name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)}
+class LoRAQuantizedLinear(nn.Module):
+    """QLoRA (Dettmers et al. 2023): a frozen *quantized* linear plus the same trainable low-rank update.
+
+    ``base(x) + scaling * B A dropout(x)``: the base (an ``Int8Linear``, ``Int4Linear`` or ``NF4Linear``
+    of ``minitransformer.quantization``) keeps its 8 or 4 bits a weight; A and B are full precision,
+    and the gradient flows through the base's dequantized weight to the input, never into it. The
+    base is a submodule (``q_proj.base.weight_nf4`` ...): a quantized layer has no ``weight`` to share.
+    It cannot be merged (the update is full precision, the base is not); the adapter saves as any other.
+
+    Args: as :class:`LoRALinear`, with ``base`` a ``QuantizedLinear``.
+    """
+
+    merged = False  # never: see merge_lora
+
+    def __init__(self, base: QuantizedLinear, lora_A: nn.Linear, lora_B: nn.Linear, dropout: nn.Module,
+                 scaling: float, rows: slice):
+        super().__init__()
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.base = base
+        self.lora_A, self.lora_B, self.lora_dropout = lora_A, lora_B, dropout
+        self.r = lora_A.out_features
+        self.scaling = scaling
+        self.rows = rows
+
+    delta_weight = LoRALinear.delta_weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low_rank = self.lora_A(self.lora_dropout(x))  # (..., r)
+        return self.base(x) + F.linear(low_rank, self.lora_B.weight[self.rows]) * self.scaling  # (..., out)
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, scaling={self.scaling:g}"
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear | LoRAQuantizedLinear]:
+    """Our module name -> LoRA layer, for every adapted linear of ``model`` (quantized or not)."""
+    return {name: module for name, module in model.named_modules()
+            if isinstance(module, LoRALinear | LoRAQuantizedLinear)}
 
 
 @dataclass
@@ -235,7 +272,12 @@ def _adapt(model: nn.Module, sites: list[LoRASite], r: int, alpha: float, dropou
         bases = [model.get_submodule(name) for name in site.ours]
         base = bases[0]
         out_total = sum(b.out_features for b in bases)  # 3C for GPT-2's c_attn
-        factory = dict(device=base.weight.device, dtype=base.weight.dtype)
+        # A and B live where the base does, in its float dtype (a quantized base: its bias's, or fp32)
+        if isinstance(base, nn.Linear):
+            factory = dict(device=base.weight.device, dtype=base.weight.dtype)
+        else:
+            any_tensor = next(iter((*base.parameters(), *base.buffers())))
+            factory = dict(device=any_tensor.device, dtype=torch.float32 if base.bias is None else base.bias.dtype)
         lora_A = nn.Linear(base.in_features, r, bias=False, **factory)  # weight (r, in)
         lora_B = nn.Linear(r, out_total, bias=False, **factory)  # weight (out_total, r)
         nn.init.kaiming_uniform_(lora_A.weight, a=math.sqrt(5))  # PEFT's init of A (nn.Linear's own)
@@ -252,7 +294,8 @@ def _adapt(model: nn.Module, sites: list[LoRASite], r: int, alpha: float, dropou
         for name, linear in zip(site.ours, bases, strict=True):
             rows = slice(start, start + linear.out_features)
             start += linear.out_features
-            layer = LoRALinear(linear, lora_A, lora_B, drop, alpha / r, rows)
+            kind = LoRAQuantizedLinear if isinstance(linear, QuantizedLinear) else LoRALinear  # QLoRA
+            layer = kind(linear, lora_A, lora_B, drop, alpha / r, rows)
             layer.train(linear.training)  # new modules start in training mode: take the model's (eval: no dropout)
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, layer)
@@ -334,6 +377,11 @@ def merge_lora(model: nn.Module) -> nn.Module:
     if merged:
         raise ValueError(f"the LoRA layers are already merged ({', '.join(merged)}); merging twice would add "
                          "the update twice. Call unmerge_lora(model) first if you want to merge again")
+    quantized = [name for name, layer in layers.items() if isinstance(layer, LoRAQuantizedLinear)]
+    if quantized:
+        raise ValueError(f"cannot merge into quantized weights ({', '.join(quantized)}): the update is full "
+                         "precision and the base keeps 4 or 8 bits. Keep the adapter unmerged (QLoRA), or "
+                         "load it onto the full-precision model, merge there, then quantize")
     uses: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         uses.setdefault(id(param), []).append(name)
