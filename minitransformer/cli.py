@@ -1,9 +1,11 @@
 """The ``minitransformer`` command.
 
     minitransformer demo                    # the tour of the layers on a built-in sentence
-    minitransformer chapters                # list the chapters that have graded exercises
-    minitransformer check 3                 # grade your chapters/03_*/exercises.py
+    minitransformer chapters                # the chapters, and how far you are in each
+    minitransformer check 3                 # grade your chapters/03_*/exercises.py, one line per exercise
+    minitransformer check 3.2 -v            # grade exercise 3.2 alone, with pytest's full tracebacks
     minitransformer check 3 --reference     # the same checks on the library's solutions
+    minitransformer check 3 -- -x           # anything after -- goes to pytest
     minitransformer train --model gpt2-tiny --max-steps 200 --out runs/tiny   # train from scratch
     minitransformer finetune --out runs/reviews   # fine-tune all-MiniLM-L6-v2 on the built-in reviews
 """
@@ -11,8 +13,20 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
+
+
+class UsageError(SystemExit):
+    """Bad usage: exit status 2, as for argparse's own errors; the message says what exists."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def find_chapters_dir(explicit: str | None = None) -> Path:
@@ -20,44 +34,71 @@ def find_chapters_dir(explicit: str | None = None) -> Path:
     if explicit:
         path = Path(explicit)
         if not path.is_dir():
-            raise SystemExit(f"--chapters-dir {explicit} is not a directory")
+            raise UsageError(f"--chapters-dir {explicit} is not a directory")
         return path
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         if (folder / "chapters" / "conftest.py").is_file():
             return folder / "chapters"
-    raise SystemExit(
+    raise UsageError(
         "no chapters/ folder found here or above; run from your clone of minitransformer or pass --chapters-dir"
     )
 
 
+def graded_chapters(chapters: Path) -> list[Path]:
+    """The chapter folders that have exercises and checks, in order."""
+    return sorted(p for p in chapters.glob("[0-9][0-9]_*")
+                  if (p / "exercises.py").is_file() and (p / "test_checks.py").is_file())
+
+
 def chapter_dir(chapters: Path, number: int) -> Path:
-    matches = sorted(chapters.glob(f"{number:02d}_*"))
+    matches = [p for p in graded_chapters(chapters) if int(p.name[:2]) == number]
     if not matches:
-        available = ", ".join(p.name for p in sorted(chapters.glob("[0-9][0-9]_*")))
-        raise SystemExit(f"no chapter {number} in {chapters}; available: {available}")
+        available = ", ".join(str(int(p.name[:2])) for p in graded_chapters(chapters))
+        raise UsageError(f"no chapter {number} with exercises in {chapters}; the chapters are {available} "
+                         "(minitransformer chapters lists them)")
     return matches[0]
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    import pytest
+def parse_target(target: str) -> tuple[int, str | None]:
+    """``"3"`` -> ``(3, None)``; ``"3.1"`` -> ``(3, "3.1")``."""
+    match = re.fullmatch(r"(\d+)(?:\.(\d+))?", target.strip())
+    if not match:
+        raise UsageError(f"'{target}' is neither a chapter nor an exercise: write 3 for chapter 3, "
+                         "3.1 for its exercise 1")
+    chapter = int(match.group(1))
+    return chapter, None if match.group(2) is None else f"{chapter}.{int(match.group(2))}"
 
-    folder = chapter_dir(find_chapters_dir(args.chapters_dir), args.chapter)
-    pytest_args = [str(folder), "-q", "--no-header", "-p", "no:cacheprovider", "--import-mode=importlib"]
-    if args.reference:
-        pytest_args.append("--reference")
-    if args.file:
-        pytest_args += ["--exercises-file", str(Path(args.file).resolve())]
-    pytest_args += args.pytest_args
-    print(f"grading {folder.name} ({'reference solutions' if args.reference else args.file or 'exercises.py'})")
-    return int(pytest.main(pytest_args))
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from minitransformer.exercises.progress import checks_declared, grade, print_chapter, shown
+
+    number, exercise = parse_target(args.target)
+    folder = chapter_dir(find_chapters_dir(args.chapters_dir), number)
+    if exercise is not None:
+        known = sorted((n for n in checks_declared(folder / "test_checks.py") if n),
+                       key=lambda n: int(n.split(".")[1]))
+        if exercise not in known:
+            raise UsageError(f"no exercise {exercise} in chapter {number}; its exercises are {', '.join(known)}")
+    if args.file and not Path(args.file).is_file():
+        raise UsageError(f"--file {args.file}: no such file")
+    [chapter] = grade([folder], reference=args.reference, exercises_file=args.file, only=exercise,
+                      pytest_args=args.pytest_args, verbose=args.verbose)
+    what = "the reference solutions" if args.reference else shown(Path(args.file or folder / "exercises.py"))
+    if args.verbose:
+        print()
+    print_chapter(chapter, what + (f", exercise {exercise}" if exercise else ""))
+    return 0 if chapter.ok else 1
 
 
 def cmd_chapters(args: argparse.Namespace) -> int:
+    from minitransformer.exercises.progress import chapter_title, grade
+
     chapters = find_chapters_dir(args.chapters_dir)
+    graded = {c.folder.name: c for c in grade(graded_chapters(chapters))}
     for folder in sorted(chapters.glob("[0-9][0-9]_*")):
-        status = "exercises" if (folder / "exercises.py").is_file() else "lesson only"
-        print(f"{int(folder.name[:2]):3d}  {folder.name:28s} {status}")
+        status = graded[folder.name].summary() if folder.name in graded else "lesson only"
+        print(f"{int(folder.name[:2]):3d}  {chapter_title(folder):38s} {status}")
     return 0
 
 
@@ -78,15 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--plot", default=None, help="also save a heatmap of layer 0, head 0 to this PNG")
     demo.set_defaults(func=cmd_demo)
 
-    check = sub.add_parser("check", help="grade a chapter's exercises")
-    check.add_argument("chapter", type=int, help="chapter number, e.g. 3")
+    check = sub.add_parser("check", help="grade a chapter's exercises (or one exercise)",
+                           usage="minitransformer check N[.M] [--reference] [--file F] [-v] [-- PYTEST_ARGS]")
+    check.add_argument("target", help="a chapter (3) or one of its exercises (3.1)")
     check.add_argument("--reference", action="store_true", help="grade the library's reference solutions")
     check.add_argument("--file", default=None, help="grade this exercise file instead of the chapter's own")
+    check.add_argument("-v", "--verbose", action="store_true", help="also print pytest's report, tracebacks and all")
     check.add_argument("--chapters-dir", default=None, help="where the chapters/ folder is")
-    check.add_argument("pytest_args", nargs="*", help="extra arguments for pytest (after --)")
-    check.set_defaults(func=cmd_check)
+    check.set_defaults(func=cmd_check, pytest_args=[])
 
-    chapters = sub.add_parser("chapters", help="list the chapters")
+    chapters = sub.add_parser("chapters", help="list the chapters and how far you are in each")
     chapters.add_argument("--chapters-dir", default=None)
     chapters.set_defaults(func=cmd_chapters)
 
@@ -107,12 +149,22 @@ def main(argv: list[str] | None = None) -> int:
         from minitransformer.training.finetune import finetune_main
 
         return finetune_main(argv[1:])
+    pytest_args = []
+    if argv and argv[0] == "check" and "--" in argv:  # everything after -- is pytest's, wherever the rest is
+        cut = argv.index("--")
+        argv, pytest_args = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
     if args.command == "demo" and args.text is None:
         from minitransformer.demo import DEFAULT_TEXT
 
         args.text = DEFAULT_TEXT
-    return args.func(args)
+    if args.command == "check":
+        args.pytest_args = pytest_args
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"minitransformer {args.command}: error: {err}", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ The ``ex`` fixture (from :mod:`minitransformer.exercises.pytest_plugin`) is the 
 ``exercises.py`` by default, or the library's reference solutions
 (:mod:`minitransformer.exercises.solutions`) under ``--reference``. Under ``--stub-proof`` the
 outcome of every check is inverted: CI uses it to prove that no check passes on an untouched stub.
+
+``minitransformer check 3`` (or ``3.2`` for one exercise) runs the checks through
+:mod:`minitransformer.exercises.progress`, which sums them up in a line per exercise; a check
+named ``test_3_2_...`` grades exercise 3.2.
 """
 
 from minitransformer.exercises.grading import expect_close, expect_equal, expect_shape, todo

@@ -3,7 +3,9 @@
 1. Every check passes on the library's reference solutions (``--reference``).
 2. Every check fails on the untouched stubs (``--stub-proof`` inverts outcomes, so a check that
    passes on a stub is reported as a failure).
-3. Every lesson runs top to bottom.
+3. Every check belongs to a numbered exercise: ``test_3_2_<anything>`` grades exercise 3.2 (what
+   ``minitransformer check 3.2`` runs and the per-exercise summary counts), and every exercise has checks.
+4. Every lesson runs top to bottom.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+from minitransformer.exercises.progress import checks_declared, exercise_of, exercises_declared
 
 REPO = Path(__file__).resolve().parents[2]
 CHAPTERS = sorted(p for p in (REPO / "chapters").iterdir() if p.is_dir() and (p / "exercises.py").is_file())
@@ -74,6 +78,22 @@ def test_every_check_fails_on_the_stubs(chapter, stub_run, reference_run):
     assert set(mine) == {k for k in reference_run[0] if k in mine or chapter.name in k}
     bad = sorted(k for k, v in mine.items() if v != "passed")
     assert not bad, f"checks that PASS on the untouched stubs (a defect): {bad}\n{proc.stdout[-4000:]}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_every_check_belongs_to_a_numbered_exercise(chapter, reference_run):
+    number = int(chapter.name[:2])
+    declared = exercises_declared(chapter / "exercises.py")  # docstrings "Exercise 3.2: ..."
+    assert declared, f"{chapter.name}/exercises.py has no docstring starting 'Exercise {number}.1'"
+    assert all(n.startswith(f"{number}.") for n in declared), f"{chapter.name}: exercises of another chapter"
+    checks = checks_declared(chapter / "test_checks.py")
+    assert None not in checks, (f"{chapter.name}/test_checks.py: checks not named test_{number}_<exercise>_...: "
+                                f"{checks.get(None)}; rename them so that each grades one exercise")
+    assert set(checks) == set(declared), (f"{chapter.name}: exercises {sorted(declared)} but checks for "
+                                          f"{sorted(checks)}: every exercise needs checks, every check an exercise")
+    # and what pytest actually ran (parametrized, generated) maps the same way
+    ran = [k.rpartition("::")[2] for k in reference_run[0] if chapter.name in k]
+    assert ran and all(exercise_of(name) in declared for name in ran), sorted(ran)
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.parent.name)
