@@ -8,6 +8,7 @@
     minitransformer check 3 -- -x           # anything after -- goes to pytest
     minitransformer train --model gpt2-tiny --max-steps 200 --out runs/tiny   # train from scratch
     minitransformer finetune --out runs/reviews   # fine-tune all-MiniLM-L6-v2 on the built-in reviews
+    minitransformer generate runs/tiny "def f(x):" --max-new-tokens 40   # stream text from a checkpoint
 """
 
 from __future__ import annotations
@@ -109,6 +110,63 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Load a checkpoint and its tokenizer, then stream what the model writes after the prompt.
+
+    The fastest correct path: torch's fused attention (``sdpa``) and the KV cache. Beam search
+    cannot stream (the best beam is known at the end only): its text is printed when it is done.
+    Bad input (a folder that is not a checkpoint, an encoder-only model, bad options) is one line
+    on stderr and exit status 2.
+    """
+    import time
+
+    import torch
+
+    from minitransformer.generation.streaming import TextStreamer
+    from minitransformer.loading import from_pretrained
+    from minitransformer.loading.errors import LoadingError
+    from minitransformer.models.base import DecoderOnlyModel, EncoderDecoderModel
+    from minitransformer.tokenizers import load_tokenizer
+
+    def fail(message: str) -> int:
+        print(f"minitransformer generate: error: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        model = from_pretrained(args.model, attn_implementation=args.attn_implementation, device=args.device)
+        tokenizer = load_tokenizer(args.model)
+    except (LoadingError, OSError, ValueError) as err:
+        return fail(f"cannot load {args.model!r}: {err}")
+    if not isinstance(model, DecoderOnlyModel | EncoderDecoderModel):
+        return fail(f"{args.model} holds a {type(model).__name__}, which does not generate text (an encoder); "
+                    "generate needs a decoder: GPT-2, LLaMA (Mistral, Qwen2) or T5")
+    ids = tokenizer.encode(args.prompt)
+    if not ids:
+        return fail("the prompt is empty after tokenization: give some text to continue")
+    options = dict(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, num_beams=args.num_beams)
+    options |= {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
+                                  ("top_p", args.top_p)) if v is not None}
+    torch.manual_seed(args.seed)
+    streaming = args.num_beams == 1
+    prompt = torch.tensor([ids], device=model.device)  # (1, P)
+    is_seq2seq = getattr(model.config, "is_encoder_decoder", False)
+    # A decoder's streamer shows the prompt first (once the options are checked), then each new piece;
+    # T5 writes a new text, not a continuation: its prompt is not repeated.
+    streamer = TextStreamer(tokenizer, skip_prompt=is_seq2seq, skip_special_tokens=True) if streaming else None
+    start = time.perf_counter()
+    try:
+        out = model.generate(prompt, streamer=streamer, **options)
+    except ValueError as err:
+        return fail(str(err))
+    seconds = time.perf_counter() - start
+    new = out[0, 0 if is_seq2seq else prompt.shape[1]:]
+    if not streaming:
+        print(("" if is_seq2seq else args.prompt) + tokenizer.decode(new.tolist(), skip_special_tokens=True))
+    print(f"[{len(new)} tokens in {seconds:.2f} s: {len(new) / seconds:.1f} tokens/s, "
+          f"{type(model).__name__}, {args.attn_implementation}]", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minitransformer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,6 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     chapters = sub.add_parser("chapters", help="list the chapters and how far you are in each")
     chapters.add_argument("--chapters-dir", default=None)
     chapters.set_defaults(func=cmd_chapters)
+
+    gen = sub.add_parser("generate", help="stream text from a checkpoint (a folder or a cached hub id)")
+    gen.add_argument("model", help="a checkpoint folder (config.json, safetensors, tokenizer) or a hub id")
+    gen.add_argument("prompt", help="the text to continue")
+    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--do-sample", action="store_true", help="sample (default: greedy, or beam search)")
+    gen.add_argument("--temperature", type=float, default=None)
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--top-p", type=float, default=None)
+    gen.add_argument("--num-beams", type=int, default=1)
+    gen.add_argument("--seed", type=int, default=0, help="of the sampling")
+    gen.add_argument("--device", default=None, help="cpu, cuda... (default: the loader's)")
+    gen.add_argument("--attn-implementation", default="sdpa", choices=("sdpa", "math", "flash"),
+                     help="sdpa (default, the fastest here), math (written out) or flash (tiled)")
+    gen.set_defaults(func=cmd_generate)
 
     # train parses its own options (minitransformer/training/cli.py): this entry is for --help's list
     sub.add_parser("train", help="train a model from scratch (see: minitransformer train --help)", add_help=False)
