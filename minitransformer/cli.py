@@ -9,6 +9,7 @@
     minitransformer train --model gpt2-tiny --max-steps 200 --out runs/tiny   # train from scratch
     minitransformer finetune --out runs/reviews   # fine-tune all-MiniLM-L6-v2 on the built-in reviews
     minitransformer generate runs/tiny "def f(x):" --max-new-tokens 40   # stream text from a checkpoint
+    minitransformer parity runs/tiny sentence-transformers/all-MiniLM-L6-v2   # ours against transformers
 """
 
 from __future__ import annotations
@@ -204,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--attn-implementation", default="sdpa", choices=("sdpa", "math", "flash"),
                      help="sdpa (default, the fastest here), math (written out) or flash (tiled)")
     gen.set_defaults(func=cmd_generate)
+
+    parity = sub.add_parser("parity", help="compare our model with transformers' on checkpoints you name")
+    parity.add_argument("checkpoints", nargs="+", help="checkpoint folders or hub ids (from the cache offline)")
+    parity.set_defaults(func=lambda args: __import__("minitransformer.parity", fromlist=["parity_main"])
+                        .parity_main(args.checkpoints))
 
     # train parses its own options (minitransformer/training/cli.py): this entry is for --help's list
     sub.add_parser("train", help="train a model from scratch (see: minitransformer train --help)", add_help=False)

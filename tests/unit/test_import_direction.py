@@ -33,6 +33,7 @@ RANKS = {
     "viz": 7,
     "demo": 7,
     "cli": 7,
+    "parity": 7,  # minitransformer parity: loading and testing against transformers
     "__main__": 8,  # python -m minitransformer: runs the cli
     "__init__": 7,
 }
