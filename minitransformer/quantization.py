@@ -561,7 +561,7 @@ def quantize(model: nn.Module, bits: int = 8, group_size: int | None = None, sch
     Raises:
         ValueError: bits not 4 or 8; an unknown scheme, or one of other bits; a group size that is not a
             positive even int or does not divide a layer's input width (the layer named); a model already
-            quantized. Every check runs before any layer is replaced: on an error the model is untouched.
+            quantized, or one with LoRA adapters (quantize first, then apply LoRA). Every check runs before any layer is replaced: on an error the model is untouched.
 
     Example:
         >>> from minitransformer.models.gpt2 import GPT2, GPT2Config
@@ -575,6 +575,10 @@ def quantize(model: nn.Module, bits: int = 8, group_size: int | None = None, sch
         found = f" ({already[0]} is a {type(model.get_submodule(already[0])).__name__})" if already else ""
         raise ValueError(f"this model is already quantized{found}; quantizing twice would compound the "
                          "errors: quantize the floating-point model (load it again) instead")
+    adapted = [name for name, m in model.named_modules() if hasattr(m, "lora_A")]  # minitransformer.lora's layers
+    if adapted:
+        raise ValueError(f"this model carries LoRA adapters ({adapted[0]}...); quantizing would drop them. "
+                         "Quantize first, then apply_lora (QLoRA), or merge_lora before quantizing")
     targets, kept = _linears_to_quantize(model, tuple(skip))
     if scheme == "int4":
         widths = {name: model.get_submodule(name).in_features for name in targets}

@@ -77,3 +77,10 @@ def test_merging_into_a_quantized_weight_is_refused():
     model = apply_lora(base("llama", 4, "nf4"), r=2, alpha=4, target_modules=["q_proj"])
     with pytest.raises(ValueError, match="cannot merge into quantized weights.*Keep the adapter unmerged"):
         merge_lora(model)
+
+
+def test_quantizing_a_model_with_adapters_is_refused():
+    model = apply_lora(GPT2(GPT2Config.from_name("gpt2-tiny")), r=2, alpha=4, target_modules=["c_attn"])
+    with pytest.raises(ValueError, match="carries LoRA adapters.*Quantize first, then apply_lora"):
+        quantize(model, bits=8)
+    assert lora_layers(model)  # untouched
