@@ -6,6 +6,7 @@
     minitransformer check 3.2 -v            # grade exercise 3.2 alone, with pytest's full tracebacks
     minitransformer check 3 --reference     # the same checks on the library's solutions
     minitransformer check 3 -- -x           # anything after -- goes to pytest
+    minitransformer check --all             # one table of every chapter's exercises, for the room
     minitransformer train --model gpt2-tiny --max-steps 200 --out runs/tiny   # train from scratch
     minitransformer finetune --out runs/reviews   # fine-tune all-MiniLM-L6-v2 on the built-in reviews
     minitransformer generate runs/tiny "def f(x):" --max-new-tokens 40   # stream text from a checkpoint
@@ -72,9 +73,35 @@ def parse_target(target: str) -> tuple[int, str | None]:
     return chapter, None if match.group(2) is None else f"{chapter}.{int(match.group(2))}"
 
 
+def cmd_check_all(args: argparse.Namespace) -> int:
+    """``check --all``: one table of every chapter's exercises (done / failing / not started), for the room."""
+    from minitransformer.exercises.progress import grade
+
+    chapters = grade(graded_chapters(find_chapters_dir(args.chapters_dir)), reference=args.reference)
+    rows = [(c, e) for c in chapters for e in c.ordered()]
+    width = max((len(f"{e.number} {e.name}") for _, e in rows), default=10)
+    print(f"{'exercise'.ljust(width)}  status")
+    for chapter in chapters:
+        if chapter.problem:
+            print(f"{str(chapter.number).ljust(width)}  error: {chapter.problem.splitlines()[0]}")
+        for exercise in chapter.ordered():
+            status = exercise.status + (f": {exercise.message}" if exercise.status == "failing" else "")
+            print(f"{f'{exercise.number} {exercise.name}'.ljust(width)}  {status}")
+    counts = {s: sum(e.status == s for _, e in rows) for s in ("done", "failing", "not started")}
+    print(f"{len(rows)} exercises in {len(chapters)} chapters: {counts['done']} done, {counts['failing']} failing, "
+          f"{counts['not started']} not started")
+    return 0 if all(c.ok for c in chapters) else 1
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from minitransformer.exercises.progress import checks_declared, grade, print_chapter, shown
 
+    if args.all:
+        if args.target or args.file:
+            raise UsageError("--all grades every chapter's own exercises file: drop the chapter and --file")
+        return cmd_check_all(args)
+    if args.target is None:
+        raise UsageError("give a chapter (3), one exercise (3.1), or --all for every chapter")
     number, exercise = parse_target(args.target)
     folder = chapter_dir(find_chapters_dir(args.chapters_dir), number)
     if exercise is not None:
@@ -179,8 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check", help="grade a chapter's exercises (or one exercise)",
-                           usage="minitransformer check N[.M] [--reference] [--file F] [-v] [-- PYTEST_ARGS]")
-    check.add_argument("target", help="a chapter (3) or one of its exercises (3.1)")
+                           usage="minitransformer check N[.M] [--reference] [--file F] [-v] [-- PYTEST_ARGS]\n"
+                                 "       minitransformer check --all [--reference]")
+    check.add_argument("target", nargs="?", default=None, help="a chapter (3) or one of its exercises (3.1)")
+    check.add_argument("--all", action="store_true", help="one table of every chapter's exercises")
     check.add_argument("--reference", action="store_true", help="grade the library's reference solutions")
     check.add_argument("--file", default=None, help="grade this exercise file instead of the chapter's own")
     check.add_argument("-v", "--verbose", action="store_true", help="also print pytest's report, tracebacks and all")

@@ -167,3 +167,26 @@ def test_chapters_lists_each_chapter_with_its_status(tmp_path, capsys):
     code, lines, _ = run(capsys, "chapters", "--chapters-dir", str(chapters))
     assert code == 0 and lines[0].split()[:2] == ["3", "attention"]
     assert lines[0].endswith("failing 3.2 (done 1/6)"), lines[0]
+
+
+def test_check_all_is_one_table_for_the_room(tmp_path, capsys):
+    chapters = tmp_path / "chapters"
+    for name in (CHAPTER.name, "12_efficient"):
+        shutil.copytree(REPO / "chapters" / name, chapters / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "chapters" / "conftest.py", chapters)
+    solved = with_functions(STUBS, attention_scores=reference("attention_scores"),
+                            scaled_dot_product_attention=FORGOT_THE_SCALE)
+    (chapters / CHAPTER.name / "exercises.py").write_text(solved, encoding="utf-8")
+    code, lines, _ = run(capsys, "check", "--all", "--chapters-dir", str(chapters))
+    assert code == 1
+    assert lines[0].split() == ["exercise", "status"]
+    rows = {line.split()[0]: line for line in lines[1:-1]}
+    assert list(rows) == ["3.1", "3.2", "3.3", "3.4", "3.5", "3.6", "12.1", "12.2", "12.3", "12.4", "12.5"]
+    assert rows["3.1"].endswith("done") and "failing: " in rows["3.2"] and "scale" in rows["3.2"]
+    assert rows["12.1"].endswith("not started")
+    assert lines[-1] == "11 exercises in 2 chapters: 1 done, 1 failing, 9 not started"
+
+    code, lines, _ = run(capsys, "check", "--all", "--reference", "--chapters-dir", str(chapters))
+    assert code == 0 and lines[-1] == "11 exercises in 2 chapters: 11 done, 0 failing, 0 not started"
+    code, _, err = run(capsys, "check", "3", "--all")
+    assert code == 2 and "--all grades every chapter" in err
