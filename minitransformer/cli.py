@@ -1,6 +1,7 @@
 """The ``minitransformer`` command.
 
-    minitransformer demo                    # the tour of the layers on a built-in sentence
+    minitransformer tour                    # every part of the library in a minute, into tour/index.html
+    minitransformer demo                    # the layers on a built-in sentence, shape by shape
     minitransformer chapters                # the chapters, and how far you are in each
     minitransformer check 3                 # grade your chapters/03_*/exercises.py, one line per exercise
     minitransformer check 3.2 -v            # grade exercise 3.2 alone, with pytest's full tracebacks
@@ -195,6 +196,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tour(args: argparse.Namespace) -> int:
+    from minitransformer.tour import tour_main
+
+    return tour_main(args.out, args.quick, args.skip)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minitransformer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -204,6 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--text", default=None, help="the text to run (default: a built-in sentence)")
     demo.add_argument("--plot", default=None, help="also save a heatmap of layer 0, head 0 to this PNG")
     demo.set_defaults(func=cmd_demo)
+
+    tour = sub.add_parser("tour", help="a guided tour: tokenizer, training, generation, parity, attention, "
+                                       "into one folder with an index.html report")
+    tour.add_argument("--out", default="tour", help="the output folder (default: tour/ here)")
+    tour.add_argument("--quick", action="store_true", help="a shorter run of every step (under a minute)")
+    tour.add_argument("--skip", action="append", default=[], metavar="STEP",
+                      help="skip a step (repeatable, or comma-separated): tokenizer, train, generate, parity, "
+                           "attention")
+    tour.set_defaults(func=cmd_tour)
 
     check = sub.add_parser("check", help="grade a chapter's exercises (or one exercise)",
                            usage="minitransformer check N[.M] [--reference] [--file F] [-v] [-- PYTEST_ARGS]\n"

@@ -34,6 +34,7 @@ RANKS = {
     "demo": 7,
     "cli": 7,
     "parity": 7,  # minitransformer parity: loading and testing against transformers
+    "tour": 7,  # minitransformer tour: every step of the library, into one folder with index.html
     "__main__": 8,  # python -m minitransformer: runs the cli
     "__init__": 7,
 }
