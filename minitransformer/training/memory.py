@@ -41,7 +41,9 @@ path that keeps the (B, H, T, T) probabilities), GPT-2 and LLaMA configs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -202,6 +204,32 @@ def tensor_bytes(tensors) -> int:
     return sum(storages.values())
 
 
+def saved_for_backward(fn: Callable[[], Any], exclude: Iterable[torch.Tensor] = ()) -> tuple[Any, int]:
+    """(``fn()``, bytes of what autograd keeps from it for the backward pass).
+
+    Every tensor autograd saves passes through a ``torch.autograd.graph.saved_tensors_hooks`` pack
+    hook; its storage is counted once (views share it), and the storages of ``exclude`` (the
+    parameters, or the inputs) not at all. An exact count, not a reading of the process's memory.
+
+    Example:
+        >>> x = torch.randn(1000, requires_grad=True)
+        >>> saved_for_backward(lambda: (x.exp() * 2).sum(), exclude=[x])[1]  # exp keeps its output
+        4000
+    """
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in excluded:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = fn()
+    return result, sum(saved.values())
+
+
 def measure_training_memory(model: nn.Module, batch_size: int, block_size: int, *, seed: int = 0) -> TrainingMemory:
     """Measure what :func:`training_memory` predicts, on a real model: one training step on random ids.
 
@@ -212,23 +240,13 @@ def measure_training_memory(model: nn.Module, batch_size: int, block_size: int, 
     see inside a checkpointed block. The model is left in train mode with its gradients cleared.
     """
     params = list(dict.fromkeys(model.parameters()))
-    param_storages = {p.untyped_storage().data_ptr() for p in params}
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in param_storages:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(seed)
     rows = torch.randint(0, vocab, (batch_size, block_size + 1), generator=gen)  # (B, T + 1), as TokenBlocks
     model.train()
     optimizer = configure_optimizer(model, lr=1e-4, weight_decay=0.1)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(rows[:, :-1], shift_labels=rows[:, 1:]).loss
-    activations = sum(saved.values())
+    loss, activations = saved_for_backward(lambda: model(rows[:, :-1], shift_labels=rows[:, 1:]).loss,
+                                           exclude=params)
     loss.backward()
     gradients = tensor_bytes(p.grad for p in params if p.grad is not None)
     optimizer.step()
@@ -238,4 +256,5 @@ def measure_training_memory(model: nn.Module, batch_size: int, block_size: int, 
                           optimizer_state=tensor_bytes(state), activations=activations)
 
 
-__all__ = ["TrainingMemory", "count_parameters", "measure_training_memory", "training_memory"]
+__all__ = ["TrainingMemory", "count_parameters", "measure_training_memory", "saved_for_backward",
+           "training_memory"]

@@ -105,20 +105,7 @@ def test_out_below_a_file_cannot_be_written_one_line_and_exit_2(tmp_path, capsys
 
 
 @pytest.mark.skipif(not HAS_HF, reason="the parity step needs transformers")
-def test_a_parity_row_past_its_bound_exits_1_and_the_rest_runs(tmp_path, capsys, monkeypatch):
-    import torch
-
-    import minitransformer.parity as parity
-
-    load = parity.from_pretrained
-
-    def off_by_a_little(*args, **kwargs):  # our model, one weight moved by 1e-3
-        model = load(*args, **kwargs)
-        with torch.no_grad():
-            next(model.parameters()).view(-1)[0] += 1e-3
-        return model
-
-    monkeypatch.setattr(parity, "from_pretrained", off_by_a_little)
+def test_a_parity_row_past_its_bound_exits_1_and_the_rest_runs(tmp_path, capsys, parity_off_by_a_little):
     assert main(["tour", "--quick", "--out", str(tmp_path), "--skip", "train,generate,attention"]) == 1
     text = capsys.readouterr().out
     assert "PAST THE BOUND" in text and "tokenizer ok" in text and "parity failed" in text

@@ -10,6 +10,7 @@ from minitransformer.layers.attention import dispatch_attention, scaled_dot_prod
 from minitransformer.layers.flash_attention import flash_attention
 from minitransformer.layers.masks import causal_mask, padding_mask
 from minitransformer.testing import max_abs_diff
+from minitransformer.training.memory import saved_for_backward  # the exact count the memory formula uses
 
 ROOT = Path(__file__).resolve().parents[3]
 ATOL = 1e-5  # fp32, values and gradients
@@ -175,31 +176,14 @@ def test_bad_input_raises_a_clear_error(shapes, kwargs, message):
         flash_attention(q, k, v, **kwargs)
 
 
-def saved_for_backward(fn, *tensors) -> int:
-    """Bytes of the distinct storages autograd keeps for the backward pass of ``fn(*tensors)``
-    (a ``saved_tensors_hooks`` pack hook sees each one; the inputs themselves are not counted)."""
-    inputs = {t.untyped_storage().data_ptr() for t in tensors}
-    kept: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in inputs:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(*tensors)
-    return sum(kept.values())
-
-
 def test_what_the_backward_keeps_grows_with_t_not_t_squared():
     """The memory a training step holds: the naive path keeps the (B, H, T, S) scores and probabilities,
     flash keeps the output and one log-sum-exp per row. Counted exactly, so the test cannot flake; the
     process's peak memory at T = 4096 is measured by scripts/bench_attention.py (docs/flash-attention.md)."""
     B, H, T, D = 1, 4, 512, 32
     q, k, v = (torch.randn(B, H, T, D, requires_grad=True) for _ in range(3))
-    naive = saved_for_backward(lambda *x: _naive(*x, causal=True), q, k, v)
-    flash = saved_for_backward(lambda *x: flash_attention(*x, causal=True), q, k, v)
+    naive = saved_for_backward(lambda: _naive(q, k, v, causal=True), exclude=(q, k, v))[1]
+    flash = saved_for_backward(lambda: flash_attention(q, k, v, causal=True), exclude=(q, k, v))[1]
     assert naive >= 2 * B * H * T * T * 4  # the scores and the probabilities, fp32
     assert flash == B * H * T * D * 4 + B * H * T * 4  # the output O and the log-sum-exp L, nothing (T, S)
     assert flash / naive < 0.1
