@@ -6,10 +6,11 @@
     model = mt.from_pretrained("path/or/hub-id")  # or mt.AutoModelForCausalLM.from_pretrained(...)
     model.generate(ids, max_new_tokens=20)        # see mt.generation
     tok = mt.load_tokenizer("path/or/hub-id")     # see mt.tokenizers
+    mt.check("3.1")                               # grade exercise 3.1 from a notebook, as `minitransformer check 3.1`
 
 The submodules (``layers``, ``models``, ``tokenizers``, ``generation``, ``loading``, ``training``,
 ``lora``, ``quantization``, ``viz``, ``testing``, ``exercises``), the Auto classes, ``quantize`` and
-``model_memory`` are reachable from here; each is imported the
+``model_memory`` and ``check`` are reachable from here; each is imported the
 first time it is used, so ``import minitransformer`` stays quick.
 """
 
@@ -34,6 +35,7 @@ LAZY_NAMES = {
     "GenerationConfig": "generation",
     "quantize": "quantization",
     "model_memory": "quantization",
+    "check": "exercises.course",
 }
 
 __all__ = ["__version__", "from_pretrained", "load_tokenizer", *SUBMODULES, *LAZY_NAMES]

@@ -3,11 +3,12 @@
     minitransformer tour                    # every part of the library in a minute, into tour/index.html
     minitransformer demo                    # the layers on a built-in sentence, shape by shape
     minitransformer chapters                # the chapters, and how far you are in each
-    minitransformer check 3                 # grade your chapters/03_*/exercises.py, one line per exercise
+    minitransformer check 3                 # grade your chapters/03_*/exercises_03.py, a line per exercise
     minitransformer check 3.2 -v            # grade exercise 3.2 alone, with pytest's full tracebacks
     minitransformer check 3 --reference     # the same checks on the library's solutions
     minitransformer check 3 -- -x           # anything after -- goes to pytest
     minitransformer check --all             # one table of every chapter's exercises, for the room
+    minitransformer notebooks               # each chapter's lesson.ipynb, generated from its lesson.py
     minitransformer train --model gpt2-tiny --max-steps 200 --out runs/tiny   # train from scratch
     minitransformer finetune --out runs/reviews   # fine-tune all-MiniLM-L6-v2 on the built-in reviews
     minitransformer generate runs/tiny "def f(x):" --max-new-tokens 40   # stream text from a checkpoint
@@ -17,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -33,45 +33,28 @@ class UsageError(SystemExit):
         return self.message
 
 
+def _course(call, *args):
+    """Call a :mod:`minitransformer.exercises.course` function; a chapter that is not there is a usage error."""
+    from minitransformer.exercises.course import ChapterNotFound
+
+    try:
+        return call(*args)
+    except ChapterNotFound as err:
+        raise UsageError(str(err)) from None
+
+
 def find_chapters_dir(explicit: str | None = None) -> Path:
     """The ``chapters/`` folder: the one given, else one in the current directory or its parents."""
-    if explicit:
-        path = Path(explicit)
-        if not path.is_dir():
-            raise UsageError(f"--chapters-dir {explicit} is not a directory")
-        return path
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "chapters" / "conftest.py").is_file():
-            return folder / "chapters"
-    raise UsageError(
-        "no chapters/ folder found here or above; run from your clone of minitransformer or pass --chapters-dir"
-    )
+    from minitransformer.exercises import course
+
+    return _course(course.find_chapters_dir, explicit)
 
 
 def graded_chapters(chapters: Path) -> list[Path]:
     """The chapter folders that have exercises and checks, in order."""
-    return sorted(p for p in chapters.glob("[0-9][0-9]_*")
-                  if (p / "exercises.py").is_file() and (p / "test_checks.py").is_file())
+    from minitransformer.exercises.course import graded_chapters
 
-
-def chapter_dir(chapters: Path, number: int) -> Path:
-    matches = [p for p in graded_chapters(chapters) if int(p.name[:2]) == number]
-    if not matches:
-        available = ", ".join(str(int(p.name[:2])) for p in graded_chapters(chapters))
-        raise UsageError(f"no chapter {number} with exercises in {chapters}; the chapters are {available} "
-                         "(minitransformer chapters lists them)")
-    return matches[0]
-
-
-def parse_target(target: str) -> tuple[int, str | None]:
-    """``"3"`` -> ``(3, None)``; ``"3.1"`` -> ``(3, "3.1")``."""
-    match = re.fullmatch(r"(\d+)(?:\.(\d+))?", target.strip())
-    if not match:
-        raise UsageError(f"'{target}' is neither a chapter nor an exercise: write 3 for chapter 3, "
-                         "3.1 for its exercise 1")
-    chapter = int(match.group(1))
-    return chapter, None if match.group(2) is None else f"{chapter}.{int(match.group(2))}"
+    return graded_chapters(chapters)
 
 
 def cmd_check_all(args: argparse.Namespace) -> int:
@@ -95,7 +78,7 @@ def cmd_check_all(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from minitransformer.exercises.progress import checks_declared, grade, print_chapter, shown
+    from minitransformer.exercises.course import grade_and_print, resolve
 
     if args.all:
         if args.target or args.file:
@@ -103,22 +86,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         return cmd_check_all(args)
     if args.target is None:
         raise UsageError("give a chapter (3), one exercise (3.1), or --all for every chapter")
-    number, exercise = parse_target(args.target)
-    folder = chapter_dir(find_chapters_dir(args.chapters_dir), number)
-    if exercise is not None:
-        known = sorted((n for n in checks_declared(folder / "test_checks.py") if n),
-                       key=lambda n: int(n.split(".")[1]))
-        if exercise not in known:
-            raise UsageError(f"no exercise {exercise} in chapter {number}; its exercises are {', '.join(known)}")
+    folder, exercise = _course(resolve, args.target, args.chapters_dir)
     if args.file and not Path(args.file).is_file():
         raise UsageError(f"--file {args.file}: no such file")
-    [chapter] = grade([folder], reference=args.reference, exercises_file=args.file, only=exercise,
-                      pytest_args=args.pytest_args, verbose=args.verbose)
-    what = "the reference solutions" if args.reference else shown(Path(args.file or folder / "exercises.py"))
-    if args.verbose:
-        print()
-    print_chapter(chapter, what + (f", exercise {exercise}" if exercise else ""))
-    return 0 if chapter.ok else 1
+    ok = grade_and_print(folder, exercise, reference=args.reference, file=args.file,
+                         pytest_args=args.pytest_args, verbose=args.verbose)
+    return 0 if ok else 1
 
 
 def cmd_chapters(args: argparse.Namespace) -> int:
@@ -129,6 +102,33 @@ def cmd_chapters(args: argparse.Namespace) -> int:
     for folder in sorted(chapters.glob("[0-9][0-9]_*")):
         status = graded[folder.name].summary() if folder.name in graded else "lesson only"
         print(f"{int(folder.name[:2]):3d}  {chapter_title(folder):38s} {status}")
+    return 0
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    """Write each lesson's ``lesson.ipynb`` from its ``lesson.py`` (``--check``: only say which are out of date)."""
+    from minitransformer.exercises.notebooks import lessons, notebook_path, stale_notebooks, write_notebooks
+    from minitransformer.exercises.progress import shown
+
+    chapters = find_chapters_dir(args.chapters_dir)
+    total = len(lessons(chapters))
+    try:
+        import jupytext  # noqa: F401 - the conversion's one dependency, asked for before any work
+    except ImportError:
+        raise UsageError("converting lessons needs jupytext: pip install -e '.[notebook]'") from None
+    if args.check:
+        stale = stale_notebooks(chapters)
+        for lesson in stale:
+            print(f"{shown(notebook_path(lesson))} is missing or out of date with {lesson.name}")
+        if stale:
+            print(f"{len(stale)} of {total} notebooks out of date: run minitransformer notebooks")
+            return 1
+        print(f"{total} notebooks up to date with their lesson.py")
+        return 0
+    written = write_notebooks(chapters)
+    for path in written:
+        print(f"wrote {shown(path)}")
+    print(f"{total} notebooks, {len(written)} written, {total - len(written)} already up to date")
     return 0
 
 
@@ -241,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     chapters = sub.add_parser("chapters", help="list the chapters and how far you are in each")
     chapters.add_argument("--chapters-dir", default=None)
     chapters.set_defaults(func=cmd_chapters)
+
+    notebooks = sub.add_parser("notebooks", help="write each chapter's lesson.ipynb from its lesson.py")
+    notebooks.add_argument("--check", action="store_true",
+                           help="write nothing; exit 1 if a notebook is missing or out of date")
+    notebooks.add_argument("--chapters-dir", default=None)
+    notebooks.set_defaults(func=cmd_notebooks)
 
     gen = sub.add_parser("generate", help="stream text from a checkpoint (a folder or a cached hub id)")
     gen.add_argument("model", help="a checkpoint folder (config.json, safetensors, tokenizer) or a hub id")

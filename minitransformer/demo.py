@@ -81,10 +81,13 @@ def run_demo(text: str = DEFAULT_TEXT, plot: str | None = None, seed: int = 0) -
         print(f"changing the last byte moves earlier logits by {leaked:.1e} (must be 0: causal mask)")
 
     if plot:
+        import matplotlib.pyplot as plt
+
         from minitransformer.viz import plot_attention
 
         labels = [chr(b) if 32 <= b < 127 else "?" for b in ids[0].tolist()]
-        plot_attention(attentions, labels, layer=0, head=0, path=plot, title="layer 0, head 0 (random weights)")
+        fig = plot_attention(attentions, labels, layer=0, head=0, path=plot, title="layer 0, head 0 (random weights)")
+        plt.close(fig)  # written to the file; a command opens no window
         print(f"wrote {plot}")
     ok = diff <= 1e-5 and leaked == 0.0
     print("demo OK" if ok else "demo FAILED")

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from minitransformer.layers.linear import matvec, use_matvec
 from minitransformer.loading.core import (
     build_config,
     empty_weights,
@@ -393,6 +394,11 @@ class Int8Linear(QuantizedLinear):
 
     def dequantize(self) -> torch.Tensor:
         return dequantize_absmax_int8(self.weight_int8, self.weight_scale)  # (O, I)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_matvec(x, self.weight_int8):  # a compiled decode step: read the int8 codes, never an fp32 copy
+            return matvec(x, self.weight_int8, self.bias, scale=self.weight_scale)  # (..., I) -> (..., O)
+        return super().forward(x)
 
 
 class Int4Linear(QuantizedLinear):

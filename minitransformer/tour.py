@@ -280,6 +280,8 @@ def step_attention(tour: Tour, section: Section) -> None:
     if not has("matplotlib"):
         section.skip(f"the heatmap needs matplotlib: {INSTALL_VIZ}")
         return
+    import matplotlib.pyplot as plt
+
     from minitransformer.loading import from_pretrained
     from minitransformer.tokenizers import load_tokenizer
     from minitransformer.viz import plot_attention
@@ -290,8 +292,9 @@ def step_attention(tour: Tour, section: Section) -> None:
         attentions = model(torch.tensor([ids]), output_attentions=True).attentions  # N x (1, H, T, T)
     tokens = tokenizer.convert_ids_to_tokens(ids)
     layer, head = len(attentions) - 1, 0
-    path = plot_attention(attentions, tokens, layer=layer, head=head, path=tour.out / "attention.png",
-                          title=f"all-MiniLM-L6-v2, layer {layer}, head {head}")
+    path = tour.out / "attention.png"
+    plt.close(plot_attention(attentions, tokens, layer=layer, head=head, path=path,
+                             title=f"all-MiniLM-L6-v2, layer {layer}, head {head}"))  # a file, not a window
     section.say(f"{len(ids)} tokens through {len(attentions)} layers of {attentions[0].shape[1]} heads; "
                 f"layer {layer}, head {head} drawn")
     section.images.append((tour.wrote(path), f"attention of layer {layer}, head {head}: each row (a query "

@@ -1,18 +1,25 @@
-"""Pictures of what a model does. Needs matplotlib (``pip install 'minitransformer[viz]'``)."""
+"""Pictures of what a model does. Needs matplotlib (``pip install 'minitransformer[viz]'``).
+
+Every function returns its matplotlib figure. In a notebook it shows inline, in a script
+``plt.show()`` opens it in a window; it is written to a file only when you pass ``path``. The
+backend is matplotlib's own choice (inline in Jupyter, a window on a desktop, Agg with no display,
+or whatever ``MPLBACKEND`` says): nothing here switches it, so your own plots keep showing.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _pyplot():
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("plotting needs matplotlib: pip install 'minitransformer[viz]'") from err
@@ -44,11 +51,11 @@ def plot_attention(
     layer: int = 0,
     head: int = 0,
     batch_index: int = 0,
-    path: str | Path = "attention.png",
+    path: str | Path | None = None,
     title: str | None = None,
     key_tokens: Sequence[str] | None = None,
-) -> Path:
-    """Draw one layer and head's attention as a heatmap labelled with the tokens, saved as a PNG.
+) -> Figure:
+    """Draw one layer and head's attention as a heatmap labelled with the tokens.
 
     Args:
         attentions: ``output.attentions`` of a model run with ``output_attentions=True``
@@ -56,10 +63,20 @@ def plot_attention(
         tokens: labels of the T queries (and of the keys, unless ``key_tokens`` is given, e.g. for
             cross attention).
         layer, head, batch_index: which map to draw.
-        path: where to write the PNG.
+        path: also write the figure there (a PNG, or any format matplotlib knows by the suffix).
+        title: the figure's title (default: the layer and head).
 
     Returns:
-        The path written.
+        The figure. A notebook shows it at the end of the cell; assign it (``fig = plot_attention(...)``)
+        so that a last-line call is not shown twice (once as the cell's value). A script or program
+        that only writes files closes it (``plt.close(fig)``).
+
+    Example:
+        >>> import torch
+        >>> probs = torch.softmax(torch.randn(1, 2, 3, 3), dim=-1)  # (B, H, T, S)
+        >>> fig = plot_attention(probs, ["a", "b", "c"], head=1)
+        >>> fig.axes[0].get_title()
+        'layer 0, head 1'
     """
     weights = select_head(attentions, layer, head, batch_index).detach().float().cpu()
     T, S = weights.shape
@@ -76,7 +93,6 @@ def plot_attention(
     ax.set_ylabel("query (attending)")
     ax.set_title(title or f"layer {layer}, head {head}")
     fig.colorbar(im, ax=ax, fraction=0.046, label="probability")
-    path = Path(path)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    if path is not None:
+        fig.savefig(Path(path), dpi=100, bbox_inches="tight")
+    return fig

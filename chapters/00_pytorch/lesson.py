@@ -20,9 +20,10 @@
 # Shapes (see the notation page): B batch, T sequence length, H heads, D head size, C model width,
 # V vocabulary.
 #
-# This file is a notebook in jupytext's percent format: open it in Jupyter with jupytext installed,
-# or run it top to bottom with `python lesson.py`. Your exercises are in `exercises.py`; grade
-# them with `minitransformer check 0`.
+# This file is a notebook in jupytext's percent format, and `lesson.ipynb` beside it is the same
+# notebook, generated from it: open that in Jupyter, or run this file top to bottom with
+# `python lesson.py`. Your exercises are in `exercises_00.py`; grade them with
+# `minitransformer check 0`.
 
 # %%
 import torch
@@ -157,9 +158,6 @@ print("mean over heads", tuple(reduce(heads, "b h t d -> b t d", "mean").shape))
 
 # %%
 try:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     grid = torch.linspace(0, 1, 20)[:, None] + torch.sin(torch.linspace(0, 6.28, 30))[None, :]  # (20, 30)
@@ -168,12 +166,15 @@ try:
     ax.set_xlabel("j: sin(b_j)")
     ax.set_ylabel("i: a_i")
     ax.set_title("a[:, None] + b[None, :]")
-    fig.savefig("outer_sum.png", dpi=80, bbox_inches="tight")
-    print("wrote outer_sum.png")
+    plt.show()  # fig.savefig("outer_sum.png") keeps a copy
 except ImportError:
     print("install the viz extra (pip install 'minitransformer[viz]') to draw the picture")
 
 # %% [markdown]
 # ## Your turn
-# Open `exercises.py` and implement 0.1 to 0.6. `minitransformer check 0` tells you which case
+# Open `exercises_00.py` and implement 0.1 to 0.6. `minitransformer check 0` tells you which case
 # fails and by how much.
+#
+# From this notebook, `minitransformer.check("0")` prints the same lines (it reads your file
+# afresh each time), and `from exercises_00 import ...` brings your functions here to try
+# them on the tensors above.

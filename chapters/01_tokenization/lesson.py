@@ -19,9 +19,10 @@
 # use, byte-level BPE (GPT-2, RoBERTa, Llama 3) and WordPiece (BERT), and checks them id for id
 # against Hugging Face `tokenizers`.
 #
-# This file is a notebook in jupytext's percent format: open it in Jupyter with jupytext installed,
-# or run it top to bottom with `python lesson.py` (a few seconds, CPU, no network). Your exercises
-# are in `exercises.py`; grade them with `minitransformer check 1`.
+# This file is a notebook in jupytext's percent format, and `lesson.ipynb` beside it is the same
+# notebook, generated from it: open that in Jupyter, or run this file top to bottom with
+# `python lesson.py` (a few seconds, CPU, no network). Your exercises are in `exercises_01.py`;
+# grade them with `minitransformer check 1`.
 
 # %%
 import json
@@ -257,9 +258,6 @@ for vocab_size in (256, 270, 290, 320, 360, 400, 450, 500, 600):
     print(f"vocab {tok.vocab_size:4d}: {ratios[-1]:.3f} tokens per character on held-out lines")
 
 try:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4, 3))
@@ -267,8 +265,7 @@ try:
     ax.set_xlabel("vocabulary size")
     ax.set_ylabel("tokens per character")
     ax.set_title("held-out lines")
-    fig.savefig("tokens_per_char.png", dpi=80, bbox_inches="tight")
-    print("wrote tokens_per_char.png")
+    plt.show()  # fig.savefig("tokens_per_char.png") keeps a copy
 except ImportError:
     print("install the viz extra (pip install 'minitransformer[viz]') to draw the plot")
 
@@ -318,6 +315,10 @@ print("BERT pipeline: 'Unaffable!' ->", ids, "->", [bert.id_to_token(i) for i in
 # `minitransformer/tokenizers/unigram.py` (encoding) and `unigram_train.py` (EM with pruning).
 #
 # ## Your turn
-# Open `exercises.py` and implement 1.1 to 1.7: the bytes of a string, pair counts, a merge, BPE
+# Open `exercises_01.py` and implement 1.1 to 1.7: the bytes of a string, pair counts, a merge, BPE
 # training, encoding by rank, safe decoding, and WordPiece. `minitransformer check 1` compares
 # each with Hugging Face `tokenizers` and tells you which case fails.
+#
+# From this notebook, `minitransformer.check("1")` prints the same lines (it reads your file
+# afresh each time), and `from exercises_01 import ...` brings your functions here to try
+# them on the tensors above.

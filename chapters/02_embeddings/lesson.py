@@ -158,9 +158,6 @@ for theta in (10000.0, 500000.0):
 
 # %%
 try:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3))
@@ -174,12 +171,15 @@ try:
     ax2.plot(distances, scores)
     ax2.set_xlabel("distance m - n")
     ax2.set_title("RoPE score, q = k = ones")
-    fig.savefig("positions.png", dpi=80, bbox_inches="tight")
-    print("wrote positions.png")
+    plt.show()  # fig.savefig("positions.png") keeps a copy
 except ImportError:
     print("install the viz extra (pip install 'minitransformer[viz]') to draw the pictures")
 
 # %% [markdown]
 # ## Your turn
-# Open `exercises.py` and implement 2.1 to 2.6. `minitransformer check 2` tells you which case
+# Open `exercises_02.py` and implement 2.1 to 2.6. `minitransformer check 2` tells you which case
 # fails and by how much.
+#
+# From this notebook, `minitransformer.check("2")` prints the same lines (it reads your file
+# afresh each time), and `from exercises_02 import ...` brings your functions here to try
+# them on the tensors above.

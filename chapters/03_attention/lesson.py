@@ -20,9 +20,10 @@
 #
 # Shapes (see the notation page): B batch, H heads, T queries, S keys, D head size, C model width.
 #
-# This file is a notebook in jupytext's percent format: open it in Jupyter with jupytext installed,
-# or run it top to bottom with `python lesson.py`. Your exercises are in `exercises.py`; grade
-# them with `minitransformer check 3`.
+# This file is a notebook in jupytext's percent format, and `lesson.ipynb` beside it is the same
+# notebook, generated from it: open that in Jupyter, or run this file top to bottom with
+# `python lesson.py`. Your exercises are in `exercises_03.py`; grade them with
+# `minitransformer check 3`.
 
 # %%
 import math
@@ -96,16 +97,21 @@ print("k_proj weight", tuple(mha.k_proj.weight.shape), "(Hkv * D, C): 4x smaller
 
 # %%
 try:
+    import matplotlib.pyplot as plt
+
     from minitransformer.viz import plot_attention
 
     tokens = [f"t{i}" for i in range(6)]
-    path = plot_attention((probs,), tokens, layer=0, head=0, path="attention_head0.png",
-                          title="one head of random-weight attention")
-    print("wrote", path)
+    fig = plot_attention((probs,), tokens, layer=0, head=0, title="one head of random-weight attention")
+    plt.show()  # plot_attention(..., path="attention_head0.png") also writes it to a file
 except ImportError:
     print("install the viz extra (pip install 'minitransformer[viz]') to draw the heatmap")
 
 # %% [markdown]
 # ## Your turn
-# Open `exercises.py` and implement 3.1 to 3.6. `minitransformer check 3` tells you which case
+# Open `exercises_03.py` and implement 3.1 to 3.6. `minitransformer check 3` tells you which case
 # fails and by how much.
+#
+# From this notebook, `minitransformer.check("3")` prints the same lines (it reads your file
+# afresh each time), and `from exercises_03 import ...` brings your functions here to try
+# them on the tensors above.

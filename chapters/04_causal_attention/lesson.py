@@ -144,9 +144,6 @@ print("padded positions output zeros' projection (the o_proj bias):",
 
 # %%
 try:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [("causal (5, 5)", causal_mask(5)), ("padding, seq 1", pad[1, 0].expand(5, 5)),
@@ -157,12 +154,16 @@ try:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("key")
         ax.set_ylabel("query")
-    fig.savefig("masks.png", dpi=80, bbox_inches="tight")
-    print("wrote masks.png (black = allowed)")
+    fig.suptitle("black = allowed", fontsize=9)
+    plt.show()  # fig.savefig("masks.png") keeps a copy
 except ImportError:
     print("install the viz extra (pip install 'minitransformer[viz]') to draw the masks")
 
 # %% [markdown]
 # ## Your turn
-# Open `exercises.py` and implement 4.1 to 4.5. `minitransformer check 4` tells you which case
+# Open `exercises_04.py` and implement 4.1 to 4.5. `minitransformer check 4` tells you which case
 # fails and by how much.
+#
+# From this notebook, `minitransformer.check("4")` prints the same lines (it reads your file
+# afresh each time), and `from exercises_04 import ...` brings your functions here to try
+# them on the tensors above.

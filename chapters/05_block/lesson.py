@@ -151,9 +151,6 @@ for norm_first in (False, True):
 
 # %%
 try:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3))
@@ -168,12 +165,15 @@ try:
     ax2.set_xlabel("block")
     ax2.set_ylabel("std of the residual stream")
     ax2.legend()
-    fig.savefig("block.png", dpi=80, bbox_inches="tight")
-    print("wrote block.png")
+    plt.show()  # fig.savefig("block.png") keeps a copy
 except ImportError:
     print("install the viz extra (pip install 'minitransformer[viz]') to draw the pictures")
 
 # %% [markdown]
 # ## Your turn
-# Open `exercises.py` and implement 5.1 to 5.6. `minitransformer check 5` tells you which case
+# Open `exercises_05.py` and implement 5.1 to 5.6. `minitransformer check 5` tells you which case
 # fails and by how much.
+#
+# From this notebook, `minitransformer.check("5")` prints the same lines (it reads your file
+# afresh each time), and `from exercises_05 import ...` brings your functions here to try
+# them on the tensors above.

@@ -164,11 +164,12 @@ print(len(att), "layers of attention, each", tuple(att[0].shape))
 previous = att[layer][0, head].diagonal(-1)  # attention of token t to token t-1
 print(f"layer {layer}, head {head}: mean attention to the previous token {previous.mean():.2f}")
 try:
+    import matplotlib.pyplot as plt
+
     from minitransformer.viz import plot_attention
 
-    path = plot_attention(att, labels, layer=layer, head=head, path="bert_attention.png",
-                          title=f"{where}: layer {layer}, head {head}")
-    print("wrote", path)
+    fig = plot_attention(att, labels, layer=layer, head=head, title=f"{where}: layer {layer}, head {head}")
+    plt.show()  # path="bert_attention.png" also writes it to a file
 except ImportError:
     print("install the viz extra (pip install 'minitransformer[viz]') to draw the heatmap")
 
@@ -291,6 +292,10 @@ print(f"held-out accuracy: {accuracy:.0%} on {int(held_out.sum())} reviews it ne
 
 # %% [markdown]
 # ## Your turn
-# Open `exercises.py` and implement 6.1 to 6.6: the embeddings, the additive mask, the masking recipe,
+# Open `exercises_06.py` and implement 6.1 to 6.6: the embeddings, the additive mask, the masking recipe,
 # mean pooling, the pooler, and one fine-tuning step. `minitransformer check 6` compares them with
 # transformers' own BERT modules and with torch.
+#
+# From this notebook, `minitransformer.check("6")` prints the same lines (it reads your file
+# afresh each time), and `from exercises_06 import ...` brings your functions here to try
+# them on the tensors above.

@@ -311,6 +311,10 @@ workdir.cleanup()
 
 # %% [markdown]
 # ## Your turn
-# Open `exercises.py` and implement 7.1 to 7.6: the Conv1D transpose with a shape check, the
+# Open `exercises_07.py` and implement 7.1 to 7.6: the Conv1D transpose with a shape check, the
 # `c_attn` split, the embeddings, the tied head, greedy generation and the shifted loss.
 # `minitransformer check 7` compares each with transformers and tells you which case fails.
+#
+# From this notebook, `minitransformer.check("7")` prints the same lines (it reads your file
+# afresh each time), and `from exercises_07 import ...` brings your functions here to try
+# them on the tensors above.

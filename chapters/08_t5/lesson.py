@@ -75,9 +75,6 @@ for b in (0, 7, 8, 9, 12, 15):
     distances = (-far[encoder_buckets == b]).tolist()
     print(f"encoder bucket {b:2d} holds keys {min(distances):3d} .. {max(distances):3d} tokens back")
 try:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -88,8 +85,7 @@ try:
     ax.set_xlabel("relative position (key - query)")
     ax.set_ylabel("bucket")
     ax.legend(fontsize=8)
-    fig.savefig("t5_buckets.png", dpi=80, bbox_inches="tight")
-    print("wrote t5_buckets.png")
+    plt.show()  # fig.savefig("t5_buckets.png") keeps a copy
 except ImportError:
     print("install the viz extra (pip install 'minitransformer[viz]') to draw the buckets")
 
@@ -235,6 +231,10 @@ else:
 
 # %% [markdown]
 # ## Your turn
-# Open `exercises.py` and implement 8.1 to 8.6: the buckets, the bias tensor, the T5 norm, shift_right,
+# Open `exercises_08.py` and implement 8.1 to 8.6: the buckets, the bias tensor, the T5 norm, shift_right,
 # unscaled cross attention, and the teacher-forced loss. `minitransformer check 8` compares them with
 # transformers' own T5 code.
+#
+# From this notebook, `minitransformer.check("8")` prints the same lines (it reads your file
+# afresh each time), and `from exercises_08 import ...` brings your functions here to try
+# them on the tensors above.

@@ -284,7 +284,11 @@ workdir.cleanup()
 
 # %% [markdown]
 # ## Your turn
-# Open `exercises.py` and implement 11.1 to 11.6: the header, a tensor from raw bytes, the shard
+# Open `exercises_11.py` and implement 11.1 to 11.6: the header, a tensor from raw bytes, the shard
 # of a tensor, a snapshot folder from a ref, the class for a config, and a safetensors writer that
 # transformers loads. `minitransformer check 11` compares each with safetensors, huggingface_hub
 # and transformers.
+#
+# From this notebook, `minitransformer.check("11")` prints the same lines (it reads your file
+# afresh each time), and `from exercises_11 import ...` brings your functions here to try
+# them on the tensors above.

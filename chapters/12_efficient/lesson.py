@@ -491,7 +491,7 @@ for name, bytes_ in rows:
 # docs/distributed.md.
 #
 # ## Your turn
-# Open `exercises.py` and implement 12.1 to 12.5: a LoRA layer's forward and merge, int8 absmax
+# Open `exercises_12.py` and implement 12.1 to 12.5: a LoRA layer's forward and merge, int8 absmax
 # quantization per output channel, packing two 4-bit values a byte, the online softmax (combining two
 # partial results, then a tiled attention over key blocks), and the bytes of training state and of
 # one attention-score matrix. `minitransformer check 12` compares each with the library's own

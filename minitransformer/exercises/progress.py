@@ -1,6 +1,6 @@
 """Grade chapters in-process and say where the student stands, one line per exercise.
 
-    grading 03_attention: chapters/03_attention/exercises.py
+    grading 03_attention: chapters/03_attention/exercises_03.py
       3.1 attention_scores              done
       3.2 scaled_dot_product_attention  failing 3 of 4 checks: case 'no mask': your attention equals ...
       3.3 split_heads                   not started
@@ -8,7 +8,7 @@
 
 Which exercise a check grades is in its name: ``test_3_2_<what it checks>`` grades exercise 3.2
 (:func:`exercise_of`). ``tests/unit/test_chapters.py`` proves that every check of every chapter is
-named so, and that every exercise of an ``exercises.py`` has checks.
+named so, and that every exercise of an ``exercises_NN.py`` has checks.
 
 An exercise is *not started* while its checks stop at the stub's :func:`~minitransformer.exercises.todo`
 (or any ``NotImplementedError`` of its own); *done* when all its checks pass; otherwise *failing*, with
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from minitransformer.exercises.grading import ExerciseNotDone
-from minitransformer.exercises.pytest_plugin import chapter_number, load_exercises
+from minitransformer.exercises.pytest_plugin import chapter_number, exercises_path, load_exercises
 
 CHECK_NAME = re.compile(r"^test_(\d+)_(\d+)_")
 EXERCISE_DOC = re.compile(r"^Exercise (\d+\.\d+)\b")
@@ -95,7 +95,7 @@ def shown(path: Path) -> str:
 
 def load_problem(folder: Path, reference: bool = False, exercises_file: str | None = None) -> str | None:
     """Why the exercise file cannot be loaded, in one short message naming its file and line; ``None`` if it loads."""
-    path = Path(exercises_file) if exercises_file else folder / "exercises.py"
+    path = Path(exercises_file) if exercises_file else exercises_path(folder)
     try:
         load_exercises(folder, reference, exercises_file)
     except SyntaxError as err:  # IndentationError too
@@ -289,9 +289,9 @@ def grade(folders: list[Path], *, reference: bool = False, exercises_file: str |
     chapters = [Chapter(folder.resolve()) for folder in folders]
     runnable, files = [], {}
     for chapter in chapters:
-        graded = exercises_file or str(chapter.folder / "exercises.py")
+        graded = exercises_file or str(exercises_path(chapter.folder))
         # a student may delete a docstring: the chapter's own stubs name the rest
-        names = {**exercises_declared(chapter.folder / "exercises.py"), **exercises_declared(Path(graded))}
+        names = {**exercises_declared(exercises_path(chapter.folder)), **exercises_declared(Path(graded))}
         for number in checks_declared(chapter.folder / "test_checks.py"):
             if number is not None and (only is None or number == only):
                 chapter.exercises[number] = Exercise(number, names.get(number, ""))

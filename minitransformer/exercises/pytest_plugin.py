@@ -1,6 +1,6 @@
 """pytest options and the ``ex`` fixture for grading chapters.
 
-    pytest chapters/03_attention                 # grade the student's exercises.py
+    pytest chapters/03_attention                 # grade the student's exercises_03.py
     pytest chapters/03_attention --reference     # the same checks on the library's solutions
     pytest chapters --stub-proof                 # every check must FAIL on the untouched stubs
     pytest chapters/03_attention --exercises-file my_copy.py
@@ -25,11 +25,11 @@ CHAPTER_DIR = re.compile(r"^(\d\d)_")
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("minitransformer chapters")
     group.addoption("--reference", action="store_true", default=False,
-                    help="grade the library's reference solutions instead of the student's exercises.py")
+                    help="grade the library's reference solutions instead of the student's exercises_NN.py")
     group.addoption("--stub-proof", action="store_true", default=False,
                     help="invert outcomes: a check passes only if it fails on the untouched stub")
     group.addoption("--exercises-file", default=None,
-                    help="grade this file instead of the chapter's exercises.py (one chapter at a time)")
+                    help="grade this file instead of the chapter's exercises_NN.py (one chapter at a time)")
 
 
 def chapter_number(path: Path) -> int:
@@ -41,12 +41,21 @@ def chapter_number(path: Path) -> int:
     raise ValueError(f"{path} is not inside a chapter folder named like '03_attention'")
 
 
+def exercises_path(folder: Path) -> Path:
+    """The student's exercise file of a chapter folder: ``chapters/03_attention/exercises_03.py``.
+
+    Each chapter's module has its own name, so that one Python process (a notebook's kernel) can
+    import chapter 3's and chapter 4's side by side.
+    """
+    return Path(folder) / f"exercises_{chapter_number(Path(folder)):02d}.py"
+
+
 def load_exercises(chapter_dir: Path, reference: bool = False, exercises_file: str | None = None) -> ModuleType:
     """The module the checks call: the reference solutions or a student's exercise file."""
     number = chapter_number(chapter_dir)
     if reference:
         return importlib.import_module(f"minitransformer.exercises.solutions.ch{number:02d}")
-    path = Path(exercises_file) if exercises_file else chapter_dir / "exercises.py"
+    path = Path(exercises_file) if exercises_file else exercises_path(chapter_dir)
     if not path.is_file():
         raise FileNotFoundError(f"no exercise file at {path}; pass --exercises-file or run with --reference")
     spec = importlib.util.spec_from_file_location(f"student_exercises_ch{number:02d}", path)

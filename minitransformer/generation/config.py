@@ -110,7 +110,8 @@ class GenerationConfig:
         return_dict_in_generate: return a :class:`GenerateOutput` instead of the sequences alone;
             output_scores / output_logits: with it, the processed scores / raw logits of every step.
     Speed: use_cache, cache_implementation ("dynamic" or "static"), compile (True, or a dict of
-        ``torch.compile`` keyword arguments; needs the static cache).
+        ``torch.compile`` keyword arguments: the fast decode step of ``generation/compiled.py``; it
+        takes the static cache, chosen by itself when cache_implementation is not set).
     extra: keys of a ``generation_config.json`` that are no field here, kept as they were (unused).
     """
 
@@ -229,6 +230,8 @@ class GenerationConfig:
             max_positions: the model's context (None: no limit, as T5's relative positions).
         """
         c = dataclasses.replace(self, extra=dict(self.extra))
+        if c.compile and c.cache_implementation is None:
+            c.cache_implementation = "static"  # compile=True alone asks for the fast path: fixed shapes
         for f in dataclasses.fields(c):
             if f.name != "extra" and getattr(c, f.name) is None:
                 setattr(c, f.name, f.metadata["default"])
@@ -367,7 +370,9 @@ class GenerationConfig:
         if c.cache_implementation not in ("dynamic", "static"):
             raise ValueError(f"cache_implementation must be 'dynamic' or 'static', got {c.cache_implementation!r}")
         if c.compile and (c.cache_implementation != "static" or not c.use_cache):
-            raise ValueError("compile=True needs cache_implementation='static' (fixed shapes) and use_cache=True")
+            raise ValueError("compile=True needs the static cache (fixed shapes) and use_cache=True; "
+                             f"got cache_implementation={c.cache_implementation!r}, use_cache={c.use_cache}: "
+                             "leave cache_implementation unset (compile=True picks 'static') or set it to 'static'")
         return c
 
     def processing(self) -> dict:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from minitransformer.generation.compiled import compiled_step
 from minitransformer.layers.masks import to_additive
 from minitransformer.models.base import positions_from_attention_mask
 
@@ -54,8 +55,9 @@ class DecoderOnlySession:
         total_length: L = P + max_new_tokens.
         use_cache: keep a KV cache (True) or recompute every step (False).
         cache_implementation: "dynamic" (grows) or "static" (preallocated, L slots).
-        compile: run the decode step through ``torch.compile`` (static cache only); True, or a dict
-            of ``torch.compile`` keyword arguments (e.g. ``{"backend": "eager", "fullgraph": True}``).
+        compile: run the decode step through ``torch.compile`` (static cache only; see
+            ``generation/compiled.py`` for the kernels it picks); True, or a dict of ``torch.compile``
+            keyword arguments (e.g. ``{"backend": "eager", "fullgraph": True}``).
     """
 
     def __init__(self, model, prompt_mask: torch.Tensor | None, batch_size: int, prompt_length: int,
@@ -76,9 +78,7 @@ class DecoderOnlySession:
         self.mask = to_additive(allowed, model.dtype)  # (B, 1, L, L)
         self.static = use_cache and cache_implementation == "static"
         self.cache = model.new_cache(B, L, static=self.static, device=device) if use_cache else None
-        self.step_model = model
-        if compile:
-            self.step_model = torch.compile(model, **({"dynamic": False} | (compile if isinstance(compile, dict) else {})))
+        self.step_model = compiled_step(model, model, device, compile) if compile else model
 
     def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, L): run the prompt tokens[:, :P]; return the next-token logits (B, V)."""
@@ -152,10 +152,7 @@ class EncoderDecoderSession:
         self.cache = None
         if use_cache:
             self.cache = model.new_cache(rows, total_length or 0, static=self.static, device=input_ids.device)
-        self.step_decode = model.decode
-        if compile:
-            options = {"dynamic": False} | (compile if isinstance(compile, dict) else {})
-            self.step_decode = torch.compile(model.decode, **options)
+        self.step_decode = compiled_step(model, model.decode, input_ids.device, compile) if compile else model.decode
 
     def run(self, decode, decoder_input_ids: torch.Tensor) -> torch.Tensor:
         out = decode(decoder_input_ids, self.encoder_hidden_states, self.encoder_mask, past_key_values=self.cache)

@@ -23,6 +23,7 @@ from einops import rearrange
 from torch import nn
 
 from minitransformer.layers.flash_attention import flash_attention
+from minitransformer.layers.linear import Linear
 from minitransformer.layers.masks import check_mask
 
 #: "math": every operation written out; "sdpa": torch's fused kernels; "flash": the tiled attention of
@@ -253,10 +254,10 @@ class MultiHeadAttention(nn.Module):
         self.attn_implementation = attn_implementation
         kv_input_size = hidden_size if kv_input_size is None else kv_input_size
         out_bias = bias if out_bias is None else out_bias
-        self.q_proj = nn.Linear(hidden_size, num_attention_heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(kv_input_size, num_key_value_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(kv_input_size, num_key_value_heads * head_dim, bias=bias)
-        self.o_proj = nn.Linear(num_attention_heads * head_dim, hidden_size, bias=out_bias)
+        self.q_proj = Linear(hidden_size, num_attention_heads * head_dim, bias=bias)
+        self.k_proj = Linear(kv_input_size, num_key_value_heads * head_dim, bias=bias)
+        self.v_proj = Linear(kv_input_size, num_key_value_heads * head_dim, bias=bias)
+        self.o_proj = Linear(num_attention_heads * head_dim, hidden_size, bias=out_bias)
 
     def forward(
         self,

@@ -35,6 +35,7 @@ from minitransformer.layers import (
 )
 from minitransformer.layers.attention import DEFAULT_BACKEND, fused_kernels
 from minitransformer.layers.kv_cache import DynamicCache, StaticCache
+from minitransformer.layers.linear import Linear
 from minitransformer.models.base import Config, DecoderOnlyModel, next_token_loss
 from minitransformer.models.outputs import ModelOutput
 
@@ -113,7 +114,7 @@ class GPT2(DecoderOnlyModel):
             h=nn.ModuleList(block(i) for i in range(config.n_layer)),
             ln_f=LayerNorm(C, config.layer_norm_epsilon, fused=fused),
         ))
-        self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+        self.lm_head = Linear(C, config.vocab_size, bias=False)
         self.apply(self._init_weights)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.transformer.wte.weight  # one matrix reads and writes tokens

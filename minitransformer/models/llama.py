@@ -41,6 +41,7 @@ from minitransformer.layers import (
 )
 from minitransformer.layers.attention import DEFAULT_BACKEND, fused_kernels
 from minitransformer.layers.kv_cache import DynamicCache, StaticCache
+from minitransformer.layers.linear import Linear
 from minitransformer.models.base import Config, DecoderOnlyModel, next_token_loss
 from minitransformer.models.outputs import ModelOutput
 
@@ -203,7 +204,7 @@ class Llama(DecoderOnlyModel):
             layers=nn.ModuleList(block() for _ in range(config.num_hidden_layers)),
             norm=RMSNorm(C, config.rms_norm_eps, fused=fused),
         ))
-        self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+        self.lm_head = Linear(C, config.vocab_size, bias=False)
         self.apply(self._init_weights)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight

@@ -39,6 +39,7 @@ from minitransformer.layers.attention import DEFAULT_BACKEND, MultiHeadAttention
 from minitransformer.layers.blocks import DecoderBlock, EncoderBlock
 from minitransformer.layers.embeddings import TokenEmbedding
 from minitransformer.layers.kv_cache import EncoderDecoderCache
+from minitransformer.layers.linear import Linear, linear
 from minitransformer.layers.masks import causal_mask, padding_mask, to_additive
 from minitransformer.layers.mlp import MLP, GatedMLP, get_activation
 from minitransformer.layers.norms import RMSNorm
@@ -301,7 +302,7 @@ class T5(EncoderDecoderModel):
         self.shared = TokenEmbedding(config.vocab_size, config.d_model)
         self.encoder = T5EncoderStack(config, attn_implementation)
         self.decoder = T5DecoderStack(config, attn_implementation)
-        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = None if config.tie_word_embeddings else Linear(config.d_model, config.vocab_size, bias=False)
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -369,7 +370,7 @@ class T5(EncoderDecoderModel):
         out.past_key_values = past_key_values
         h = out.last_hidden_state * tied_head_scale(self.config)  # (B, T, C)
         weight = self.shared.weight if self.lm_head is None else self.lm_head.weight  # (V, C)
-        out.logits = F.linear(h, weight)  # (B, T, V)
+        out.logits = linear(h, weight)  # (B, T, V)
         return out
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -159,13 +159,15 @@ def enable_activation_checkpointing(model: nn.Module) -> None:
 
 
 def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
-    """Train and validation loss against step into ``path`` (PNG), replaced atomically."""
-    import matplotlib
+    """Train and validation loss against step into ``path`` (PNG), replaced atomically.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A file only: the figure is matplotlib's ``Figure`` without pyplot, so it opens no window and
+    leaves pyplot's backend alone (a notebook that trains keeps showing its own plots inline).
+    """
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
     ax.plot([r["step"] for r in history], [r["train_loss"] for r in history], label="train", lw=1)
     evals = [r for r in history if r.get("val_loss") is not None]
     if evals:
@@ -177,7 +179,6 @@ def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fig.savefig(tmp, format="png")
-    plt.close(fig)
     os.replace(tmp, path)
 
 

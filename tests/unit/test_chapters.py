@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from minitransformer.exercises.course import exercises_path
 from minitransformer.exercises.progress import checks_declared, exercise_of, exercises_declared
 
 REPO = Path(__file__).resolve().parents[2]
-CHAPTERS = sorted(p for p in (REPO / "chapters").iterdir() if p.is_dir() and (p / "exercises.py").is_file())
+CHAPTERS = sorted(p for p in (REPO / "chapters").iterdir() if p.is_dir() and p.name[:2].isdigit()
+                  and exercises_path(p).is_file())
 LESSONS = sorted((REPO / "chapters").glob("*/lesson.py"))
 
 
@@ -83,8 +85,8 @@ def test_every_check_fails_on_the_stubs(chapter, stub_run, reference_run):
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
 def test_every_check_belongs_to_a_numbered_exercise(chapter, reference_run):
     number = int(chapter.name[:2])
-    declared = exercises_declared(chapter / "exercises.py")  # docstrings "Exercise 3.2: ..."
-    assert declared, f"{chapter.name}/exercises.py has no docstring starting 'Exercise {number}.1'"
+    declared = exercises_declared(exercises_path(chapter))  # docstrings "Exercise 3.2: ..."
+    assert declared, f"{exercises_path(chapter)} has no docstring starting 'Exercise {number}.1'"
     assert all(n.startswith(f"{number}.") for n in declared), f"{chapter.name}: exercises of another chapter"
     checks = checks_declared(chapter / "test_checks.py")
     assert None not in checks, (f"{chapter.name}/test_checks.py: checks not named test_{number}_<exercise>_...: "

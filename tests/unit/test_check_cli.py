@@ -10,16 +10,18 @@ import ast
 import inspect
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from minitransformer.cli import main
 from minitransformer.exercises.solutions import ch03
 
 REPO = Path(__file__).resolve().parents[2]
 CHAPTER = REPO / "chapters" / "03_attention"
-STUBS = (CHAPTER / "exercises.py").read_text(encoding="utf-8")
+STUBS = (CHAPTER / "exercises_03.py").read_text(encoding="utf-8")
 
 FORGOT_THE_SCALE = '''
 def scaled_dot_product_attention(query, key, value, mask=None, scale=None):
@@ -163,7 +165,7 @@ def test_chapters_lists_each_chapter_with_its_status(tmp_path, capsys):
 
     solved = with_functions(STUBS, attention_scores=reference("attention_scores"),
                             scaled_dot_product_attention=FORGOT_THE_SCALE)
-    (chapters / CHAPTER.name / "exercises.py").write_text(solved, encoding="utf-8")
+    (chapters / CHAPTER.name / "exercises_03.py").write_text(solved, encoding="utf-8")
     code, lines, _ = run(capsys, "chapters", "--chapters-dir", str(chapters))
     assert code == 0 and lines[0].split()[:2] == ["3", "attention"]
     assert lines[0].endswith("failing 3.2 (done 1/6)"), lines[0]
@@ -176,7 +178,7 @@ def test_check_all_is_one_table_for_the_room(tmp_path, capsys):
     shutil.copy(REPO / "chapters" / "conftest.py", chapters)
     solved = with_functions(STUBS, attention_scores=reference("attention_scores"),
                             scaled_dot_product_attention=FORGOT_THE_SCALE)
-    (chapters / CHAPTER.name / "exercises.py").write_text(solved, encoding="utf-8")
+    (chapters / CHAPTER.name / "exercises_03.py").write_text(solved, encoding="utf-8")
     code, lines, _ = run(capsys, "check", "--all", "--chapters-dir", str(chapters))
     assert code == 1
     assert lines[0].split() == ["exercise", "status"]
@@ -190,3 +192,47 @@ def test_check_all_is_one_table_for_the_room(tmp_path, capsys):
     assert code == 0 and lines[-1] == "11 exercises in 2 chapters: 11 done, 0 failing, 0 not started"
     code, _, err = run(capsys, "check", "3", "--all")
     assert code == 2 and "--all grades every chapter" in err
+
+
+def test_check_from_a_notebook_prints_what_the_cli_prints(tmp_path, capsys):
+    import minitransformer
+
+    path = attempt(tmp_path, with_functions(STUBS, attention_scores=reference("attention_scores")))
+    code, cli_lines, _ = run(capsys, "check", "3", "--file", path)
+    assert code == 1 and minitransformer.check("3", file=path) is False
+    assert capsys.readouterr().out.splitlines() == cli_lines
+    assert minitransformer.check("3.1", file=path) is True
+    assert status_of(capsys.readouterr().out.splitlines()) == {"3.1": "done"}
+
+
+def test_check_from_a_notebook_says_what_is_wrong_without_a_traceback(tmp_path, capsys, monkeypatch):
+    import minitransformer
+
+    assert minitransformer.check("3.99") is False
+    assert capsys.readouterr().out.startswith("minitransformer.check: no exercise 3.99 in chapter 3; its exercises")
+    assert minitransformer.check("three") is False and "3.1 for its exercise 1" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)  # a notebook outside the clone (Colab, a plain install)
+    assert minitransformer.check("3") is False
+    assert "no chapters/ folder found" in capsys.readouterr().out
+
+
+def test_check_reloads_the_module_the_notebook_imported(tmp_path, capsys, monkeypatch):
+    import minitransformer
+
+    chapters = tmp_path / "chapters"
+    shutil.copytree(CHAPTER, chapters / CHAPTER.name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "chapters" / "conftest.py", chapters)
+    folder = chapters / CHAPTER.name
+    monkeypatch.chdir(folder)  # where Jupyter runs the chapter's lesson.ipynb
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "exercises_03", raising=False)
+    import exercises_03
+
+    with pytest.raises(NotImplementedError):
+        exercises_03.attention_scores(torch.ones(1, 1, 2, 4), torch.ones(1, 1, 3, 4))
+    (folder / "exercises_03.py").write_text(with_functions(STUBS, attention_scores=reference("attention_scores")),
+                                            encoding="utf-8")
+    assert minitransformer.check("3.1") is True
+    assert capsys.readouterr().out.splitlines()[0] == "grading 03_attention: exercises_03.py, exercise 3.1"
+    assert exercises_03.attention_scores(torch.ones(1, 1, 2, 4), torch.ones(1, 1, 3, 4)).shape == (1, 1, 2, 3)
+    monkeypatch.delitem(sys.modules, "exercises_03")

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,10 +39,17 @@ def test_check_grades_reference_and_fails_on_stubs(monkeypatch, capsys):
         main(["check", "42"])
 
 
-def test_plot_attention_writes_a_png_and_checks_labels(tmp_path):
+def test_plot_attention_returns_the_figure_and_writes_only_when_asked(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    monkeypatch.chdir(tmp_path)
     attn = (torch.softmax(torch.randn(1, 2, 3, 3), -1),)
-    path = plot_attention(attn, ["a", "b", "c"], layer=0, head=1, path=tmp_path / "a.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig = plot_attention(attn, ["a", "b", "c"], layer=0, head=1)
+    assert fig.axes[0].get_title() == "layer 0, head 1" and list(tmp_path.iterdir()) == []  # no path: no file
+    assert fig.axes[0].images[0].get_array().shape == (3, 3)
+    fig = plot_attention(attn, ["a", "b", "c"], layer=0, head=1, path=tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plt.close("all")
     assert torch.equal(select_head(attn, 0, 1), attn[0][0, 1])
     with pytest.raises(ValueError, match="3 query labels"):
         plot_attention(attn[0][0, 0][:, :2], ["a", "b", "c"], path=tmp_path / "b.png")
@@ -49,3 +57,19 @@ def test_plot_attention_writes_a_png_and_checks_labels(tmp_path):
         select_head(attn, layer=3)
     with pytest.raises(ValueError, match="output_attentions=True"):
         select_head((None,), 0)
+
+
+def test_plots_leave_the_backend_alone(tmp_path):
+    """A notebook's inline backend (here: pdf, set as MPLBACKEND sets it) survives viz and the trainer's plot."""
+    code = ("import matplotlib, torch\n"
+            "from pathlib import Path\n"
+            "from minitransformer.viz import plot_attention\n"
+            "from minitransformer.training.trainer import plot_losses\n"
+            "plot_attention(torch.softmax(torch.randn(3, 3), -1), ['a', 'b', 'c'])\n"
+            "plot_losses([{'step': 1, 'train_loss': 2.0}, {'step': 2, 'train_loss': 1.5, 'val_loss': 1.6}], "
+            "Path('loss.png'))\n"
+            "print(matplotlib.get_backend())\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MPLBACKEND": "pdf"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-1] == "pdf" and (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"

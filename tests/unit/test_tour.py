@@ -110,3 +110,13 @@ def test_a_parity_row_past_its_bound_exits_1_and_the_rest_runs(tmp_path, capsys,
     text = capsys.readouterr().out
     assert "PAST THE BOUND" in text and "tokenizer ok" in text and "parity failed" in text
     assert "PAST THE BOUND" in (tmp_path / "index.html").read_text(encoding="utf-8")
+
+
+def test_index_html_renders_in_chromium(quick_tour, visit):
+    """The report as a reader sees it: every picture loads, the tables render, no console error."""
+    _, out, _ = quick_tour
+    report = visit((out / "index.html").as_uri())
+    assert not report.errors, report.errors
+    assert not report.broken_images, f"pictures that do not load: {report.broken_images}"
+    assert report.images >= (2 if HAS_MINILM else 1) and report.tables >= (1 if HAS_HF else 0)
+    assert "Parity with transformers" in report.text and not report.external

@@ -56,7 +56,7 @@ PROMPT = torch.tensor([[5, 9, 12, 7]])
     (dict(max_new_tokens=5, eos_token_id=[1, -2]), "eos_token_id"),
     (dict(max_new_tokens=5, pad_token_id=V + 3), "pad_token_id"),
     (dict(max_new_tokens=5, repetition_penalty=0.0), "repetition_penalty"),
-    (dict(max_new_tokens=5, compile=True), "compile"),
+    (dict(max_new_tokens=5, compile=True, cache_implementation="dynamic"), "compile"),
     (dict(max_new_tokens=5, early_stopping="sometimes"), "early_stopping"),
     (dict(max_new_tokens=5, stop_strings="x"), "tokenizer"),
 ])
@@ -181,7 +181,7 @@ def test_t5_generate_starts_with_decoder_start_and_static_cache_agrees():
     assert out.shape == (1, 7) and int(out[0, 0]) == 0
     assert torch.equal(model.generate(PROMPT, max_new_tokens=6, eos_token_id=[], cache_implementation="static"), out)
     with pytest.raises(ValueError, match="compile"):  # compile needs the static cache, for T5 as for the others
-        model.generate(PROMPT, max_new_tokens=6, compile=True)
+        model.generate(PROMPT, max_new_tokens=6, compile=True, cache_implementation="dynamic")
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))

@@ -3,6 +3,8 @@
 Fill in each function, then grade yourself:
 
     minitransformer check 1          # or: pytest chapters/01_tokenization
+    minitransformer.check("1")       # the same, from a notebook (it reads this file afresh)
+    from exercises_01 import ...     # your functions, in this folder's notebook
 
 Tokens are integers here, as in karpathy/minbpe: 0..255 are the bytes themselves, and merge
 number i (counting from 0) creates the token 256 + i. A list of merges, in the order they were

@@ -3,6 +3,8 @@
 Fill in each function, then grade yourself:
 
     minitransformer check 2          # or: pytest chapters/02_embeddings
+    minitransformer.check("2")       # the same, from a notebook (it reads this file afresh)
+    from exercises_02 import ...     # your functions, in this folder's notebook
 
 Shapes: B batch, H heads, T sequence length, D head size, C model width, V vocabulary.
 Use only torch; not torch.nn.Embedding or torch.nn.functional.embedding.

@@ -3,6 +3,8 @@
 Fill in each function, then grade yourself:
 
     minitransformer check 7          # or: pytest chapters/07_gpt
+    minitransformer.check("7")       # the same, from a notebook (it reads this file afresh)
+    from exercises_07 import ...     # your functions, in this folder's notebook
 
 Shapes: B batch, T sequence length, C model width (n_embd), V vocabulary, P positions (n_positions).
 Use only torch (F.cross_entropy is fine for 7.6); not transformers.

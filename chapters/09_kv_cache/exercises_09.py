@@ -4,6 +4,8 @@ and two logits processors.
 Fill in each function, then grade yourself:
 
     minitransformer check 9          # or: pytest chapters/09_kv_cache
+    minitransformer.check("9")       # the same, from a notebook (it reads this file afresh)
+    from exercises_09 import ...     # your functions, in this folder's notebook
 
 Shapes: B batch, Hkv key/value heads, S cached tokens, T new tokens, D head size, V vocabulary.
 Use only torch; not transformers (the checks compare you with it) and not minitransformer.generation.

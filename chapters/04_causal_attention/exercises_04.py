@@ -3,6 +3,8 @@
 Fill in each function, then grade yourself:
 
     minitransformer check 4          # or: pytest chapters/04_causal_attention
+    minitransformer.check("4")       # the same, from a notebook (it reads this file afresh)
+    from exercises_04 import ...     # your functions, in this folder's notebook
 
 Convention (as in torch.nn.functional.scaled_dot_product_attention): a boolean mask is True where
 attention is ALLOWED. Shapes: B batch, H heads, T queries, S keys, D head size.

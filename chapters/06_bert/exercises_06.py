@@ -3,6 +3,8 @@
 Fill in each function, then grade yourself:
 
     minitransformer check 6          # or: pytest chapters/06_bert
+    minitransformer.check("6")       # the same, from a notebook (it reads this file afresh)
+    from exercises_06 import ...     # your functions, in this folder's notebook
 
 Shapes: B batch, T sequence length, C hidden size, V vocabulary, P max positions, L labels.
 Use only torch (torch.nn.functional is fine); not minitransformer.models nor transformers.

@@ -3,6 +3,8 @@
 Fill in each function, then grade yourself:
 
     minitransformer check 3          # or: pytest chapters/03_attention
+    minitransformer.check("3")       # the same, from a notebook (it reads this file afresh)
+    from exercises_03 import ...     # your functions, in this folder's notebook
 
 Shapes: B batch, H heads, Hkv key/value heads, T queries, S keys, D head size, C model width.
 Use only torch (and einops if you like); not torch.nn.functional.scaled_dot_product_attention.

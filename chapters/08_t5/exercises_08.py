@@ -3,6 +3,8 @@
 Fill in each function, then grade yourself:
 
     minitransformer check 8          # or: pytest chapters/08_t5
+    minitransformer.check("8")       # the same, from a notebook (it reads this file afresh)
+    from exercises_08 import ...     # your functions, in this folder's notebook
 
 Shapes: B batch, T decoder (query) length, S encoder (key) length, H heads, D head size (d_kv),
 C model width (d_model), V vocabulary.

@@ -3,6 +3,8 @@
 Fill in each function, then grade yourself:
 
     minitransformer check 5          # or: pytest chapters/05_block
+    minitransformer.check("5")       # the same, from a notebook (it reads this file afresh)
+    from exercises_05 import ...     # your functions, in this folder's notebook
 
 Shapes: B batch, T sequence length, H heads, C model width, I feed-forward width.
 Use only torch; not torch.nn.LayerNorm / RMSNorm / TransformerEncoderLayer / MultiheadAttention,

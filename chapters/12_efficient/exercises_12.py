@@ -3,6 +3,8 @@
 Fill in each function, then grade yourself:
 
     minitransformer check 12          # or: pytest chapters/12_efficient
+    minitransformer.check("12")       # the same, from a notebook (it reads this file afresh)
+    from exercises_12 import ...      # your functions, in this folder's notebook
 
 Shapes: B batch, H heads, T queries, S keys, D head size; a Linear weight is (O, I) = (out, in);
 r is the LoRA rank. Use only torch: not minitransformer.lora, minitransformer.quantization,

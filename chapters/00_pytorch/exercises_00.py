@@ -3,6 +3,8 @@
 Fill in each function (and the class), then grade yourself:
 
     minitransformer check 0          # or: pytest chapters/00_pytorch
+    minitransformer.check("0")       # the same, from a notebook (it reads this file afresh)
+    from exercises_00 import ...     # your functions, in this folder's notebook
 
 Shapes: B batch, T sequence length, H heads, D head size, C model width.
 Use torch and einops; no loops over tensor elements.

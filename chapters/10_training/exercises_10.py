@@ -3,6 +3,8 @@
 Fill in each function, then grade yourself:
 
     minitransformer check 10          # or: pytest chapters/10_training
+    minitransformer.check("10")       # the same, from a notebook (it reads this file afresh)
+    from exercises_10 import ...      # your functions, in this folder's notebook
 
 Shapes: N rows (B x T positions, flattened), V vocabulary, B batch, T sequence length.
 Use only torch. Not F.cross_entropy in 10.1, not torch.optim in 10.2 and not torch's schedulers in

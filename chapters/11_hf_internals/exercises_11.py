@@ -3,6 +3,8 @@
 Fill in each function, then grade yourself:
 
     minitransformer check 11          # or: pytest chapters/11_hf_internals
+    minitransformer.check("11")       # the same, from a notebook (it reads this file afresh)
+    from exercises_11 import ...      # your functions, in this folder's notebook
 
 Use the standard library (json, struct, pathlib), numpy and torch; not safetensors, huggingface_hub
 or transformers: they are what your answers are checked against.
