@@ -173,6 +173,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not ids:
         return fail("the prompt is empty after tokenization: give some text to continue")
     options = dict(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, num_beams=args.num_beams)
+    if args.compile:
+        options["compile"] = True
     options |= {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
                                   ("top_p", args.top_p)) if v is not None}
     torch.manual_seed(args.seed)
@@ -261,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default=None, help="cpu, cuda... (default: the loader's)")
     gen.add_argument("--attn-implementation", default="sdpa", choices=("sdpa", "math", "flash"),
                      help="sdpa (default, the fastest here), math (written out) or flash (tiled)")
+    gen.add_argument("--compile", action="store_true",
+                     help="the compiled decode step (generate(compile=True)): the fastest per token, after "
+                          "15 to 60 s of compiling the first time (docs/generation.md)")
     gen.set_defaults(func=cmd_generate)
 
     parity = sub.add_parser("parity", help="compare our model with transformers' on checkpoints you name")

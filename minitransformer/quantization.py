@@ -8,8 +8,11 @@
 
 *Weight-only*: the weights are stored in 8 or 4 bits, the activations stay in floating point. Each
 quantized Linear rebuilds its fp32 weight (``dequantize()``) and multiplies as ``nn.Linear`` does:
-memory shrinks, the arithmetic does not change. This is the reference implementation; decoding fast
-from the packed weights (a fused dequantize-matmul kernel) is left to the decode-speed work.
+memory shrinks, the arithmetic does not change. That is the reference path, and the one a prefill
+takes. A compiled decode step (``generate(..., compile=True)``) of an int8 model reads the int8 codes
+directly instead: ``Int8Linear`` hands them to ``layers/linear.py``'s dequantize-and-reduce, which
+never builds the fp32 matrix (``docs/quantization.md`` has its speed). int4 and NF4 have no such
+kernel yet: they decode through the fp32 matrix.
 
 Notation: ``w`` is a Linear weight (out, in), ``O`` = out_features, ``I`` = in_features.
 

@@ -45,6 +45,14 @@ def test_generate_prints_what_model_generate_gives(run, capsys, flags, options):
     assert "tokens/s" in captured.err and "sdpa" in captured.err
 
 
+@pytest.mark.slow
+def test_generate_compile_prints_the_same_text(run, capsys):
+    """--compile is generate(compile=True): the compiled decode step, token-identical to eager."""
+    capsys.readouterr()
+    assert main(["generate", str(run), PROMPT, "--compile", "--max-new-tokens", "12"]) == 0
+    assert capsys.readouterr().out == expected(run, max_new_tokens=12) + "\n"
+
+
 def test_bad_input_is_one_line_and_exit_2(run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["generate", str(tmp_path), PROMPT]) == 2
