@@ -5,13 +5,13 @@ A cached decode step of a small model is mostly a stream of weights (one read of
 ``torch.compile`` removes the Python and fuses the small kernels; what remains is the choice of
 matrix-vector kernel, made per shape and per dtype (measured in ``docs/generation.md``):
 
-- fp32 weights: torch's BLAS (MKL) for the projections, as in eager mode: the step's gain is the
-  overhead removed around them;
-- bf16 and fp16 weights on the CPU: inductor's *freezing*, which treats the weights as constants and
-  repacks each one, once, into oneDNN's blocked layout, whose kernels use the CPU's AVX-512 BF16 and
-  AMX instructions (GPT-2 124M bf16: 75 tokens/s frozen against 53 unfrozen, measured);
-- int8 weights (``quantization.py``): the compiled dequantize-and-reduce of ``layers/linear.py``,
-  which reads the int8 codes and never builds an fp32 copy.
+- up to :data:`~minitransformer.layers.linear.MATVEC_MAX_ROWS` rows (batch 1 to 8 in fp32 and int8,
+  batch 1 in bf16): the compiled matrix-vector reduction of ``layers/linear.py``, which streams each
+  weight once, int8 as int8;
+- more rows in bf16 or fp16 on the CPU: inductor's *freezing*, which treats the weights as constants
+  and repacks each one, once, into oneDNN's blocked layout, whose kernels use the CPU's AVX-512 BF16
+  and AMX instructions (GPT-2 124M bf16 at batch 8: 307 tokens/s frozen, 155 with the reduction);
+- anything else: ``F.linear`` (MKL, oneDNN) inside the compiled graph, the small ops around it fused.
 
 What it costs: compiling takes seconds (about 15 s cold for GPT-2 124M on 2 cores); it is paid once
 per process per model and shape, and inductor keeps the generated code on disk
@@ -31,6 +31,8 @@ import weakref
 
 import torch
 
+from minitransformer.layers.linear import MATVEC_MAX_ROWS
+
 #: Devices the compiled step supports; elsewhere generation falls back to eager with a notice.
 COMPILE_DEVICES = ("cpu", "cuda")
 
@@ -43,28 +45,31 @@ def weights_version(model: torch.nn.Module) -> tuple[int, ...]:
     return tuple(t._version for t in model.state_dict(keep_vars=True).values())
 
 
-def compile_options(model: torch.nn.Module, device: torch.device, user: dict | None = None) -> dict:
-    """``torch.compile`` keyword arguments for a decode step of ``model`` on ``device``.
+def compile_options(model: torch.nn.Module, device: torch.device, user: dict | None = None, rows: int = 1) -> dict:
+    """``torch.compile`` keyword arguments for a decode step of ``rows`` rows of ``model`` on ``device``.
 
     Static shapes (``dynamic=False``: a static cache has the same shapes at every step); freezing for
-    bf16 and fp16 weights on the CPU (module docstring). ``user``'s keys win: ``compile={...}``.
+    bf16 and fp16 weights on the CPU where the step does not take the reduction (module docstring:
+    freezing would fold the reduction's conversions of the weights to fp32 into fp32 copies).
+    ``user``'s keys win: ``compile={...}``.
     """
     options: dict = {"dynamic": False}
-    if device.type == "cpu" and model.dtype in (torch.bfloat16, torch.float16):
+    half = model.dtype in (torch.bfloat16, torch.float16)
+    if device.type == "cpu" and half and rows > MATVEC_MAX_ROWS.get(model.dtype, 0):
         options["options"] = {"freezing": True}
     return options | (user or {})
 
 
-def compiled_step(model: torch.nn.Module, fn, device: torch.device, compile: bool | dict):
-    """``fn`` (the model's forward or ``decode``) compiled for decode steps, or ``fn`` itself with a
-    one-line warning where the fast path does not apply. One compiled function per model and ``fn``
-    name is kept for the life of the model, and compiled again only when its weights changed under a
-    frozen graph."""
+def compiled_step(model: torch.nn.Module, fn, device: torch.device, compile: bool | dict, rows: int = 1):
+    """``fn`` (the model's forward or ``decode``) compiled for decode steps of ``rows`` rows (the batch),
+    or ``fn`` itself with a one-line warning where the fast path does not apply. One compiled function
+    per model, ``fn`` name and options is kept for the life of the model, and compiled again only
+    when its weights changed under a frozen graph."""
     if device.type not in COMPILE_DEVICES:
         warnings.warn(f"compile=True: the compiled decode step supports {', '.join(COMPILE_DEVICES)}, not "
                       f"{device.type}; decoding eagerly", UserWarning, stacklevel=4)
         return fn
-    options = compile_options(model, device, compile if isinstance(compile, dict) else None)
+    options = compile_options(model, device, compile if isinstance(compile, dict) else None, rows)
     key = (getattr(fn, "__name__", repr(fn)), repr(sorted(options.items(), key=str)))
     frozen = options.get("options", {}).get("freezing", False)
     version = weights_version(model) if frozen else None

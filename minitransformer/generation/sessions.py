@@ -78,7 +78,7 @@ class DecoderOnlySession:
         self.mask = to_additive(allowed, model.dtype)  # (B, 1, L, L)
         self.static = use_cache and cache_implementation == "static"
         self.cache = model.new_cache(B, L, static=self.static, device=device) if use_cache else None
-        self.step_model = compiled_step(model, model, device, compile) if compile else model
+        self.step_model = compiled_step(model, model, device, compile, rows=B) if compile else model
 
     def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, L): run the prompt tokens[:, :P]; return the next-token logits (B, V)."""
@@ -152,7 +152,8 @@ class EncoderDecoderSession:
         self.cache = None
         if use_cache:
             self.cache = model.new_cache(rows, total_length or 0, static=self.static, device=input_ids.device)
-        self.step_decode = compiled_step(model, model.decode, input_ids.device, compile) if compile else model.decode
+        self.step_decode = (compiled_step(model, model.decode, input_ids.device, compile, rows=rows) if compile
+                            else model.decode)
 
     def run(self, decode, decoder_input_ids: torch.Tensor) -> torch.Tensor:
         out = decode(decoder_input_ids, self.encoder_hidden_states, self.encoder_mask, past_key_values=self.cache)

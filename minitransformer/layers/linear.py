@@ -1,4 +1,4 @@
-"""Linear layers, and the matrix-vector kernel a compiled decode step uses for int8 weights.
+"""Linear layers, and the matrix-vector kernel of a compiled decode step.
 
 A decode step multiplies one token's activations by every weight matrix of the model: a
 matrix-vector product, which does two floating-point operations per weight it reads. Its speed is
@@ -22,11 +22,14 @@ int8, a quarter of the bytes of fp32.
 ``F.linear``. :class:`Linear` is ``nn.Linear`` with that forward: the same parameters, the same
 state dict, the same results.
 
-Why not fp32 and bf16 too: measured on the benchmark machine (``docs/generation.md``), the compiled
-reduction streams fp32 and bf16 matrices as fast as the BLAS or faster when timed alone, but inside a
-compiled GPT-2 step it lost: 46 against 51 tokens/s in fp32, 103 against 142 at batch 8, and in
-bf16 58 against 75 for oneDNN's packed weights (``generation/compiled.py``). So the table lists int8
-alone; add a dtype to it to try the reduction on your machine (``scripts/bench_generation.py``).
+Measured on the benchmark machine (2 cores; ``scripts/bench_generation.py``, ``docs/generation.md``),
+GPT-2 124M compiled decode steps, tokens/s, reduction against the BLAS: fp32 batch 1 56.5 against
+52.7 (MKL), fp32 batch 8 185 against 142, bf16 batch 1 81 against 46 (oneDNN, packed weights); bf16
+batch 8 155 against 307, where oneDNN's AMX kernels pay: hence the table below.
+
+Two details make the compiled reduction stream (found by reading inductor's generated C++):
+:func:`_realized` keeps the producer of ``x`` out of the reduction loop, and :func:`_row_blocks`
+gives the loop several independent accumulators.
 """
 
 from __future__ import annotations
@@ -36,25 +39,48 @@ import torch.nn.functional as F
 from torch import nn
 
 #: The most input rows (B * T) for which a compiled step takes :func:`matvec` instead of ``F.linear``,
-#: per weight dtype; a dtype not listed never takes it (see the module docstring for the measurements).
-#: int8 up to batch 8: past it, the step rebuilds each fp32 matrix and multiplies as a prefill does.
-MATVEC_MAX_ROWS: dict[torch.dtype, int] = {torch.int8: 8}
+#: per weight dtype; a dtype not listed never takes it. Measured in compiled GPT-2 124M decode steps
+#: (module docstring): fp32 up to batch 8, bf16 at batch 1 only (at batch 8 oneDNN's packed bf16
+#: kernels win, see ``generation/compiled.py``), int8 up to batch 8 (past it, the fp32 matrix is
+#: rebuilt and multiplied as a prefill does).
+MATVEC_MAX_ROWS: dict[torch.dtype, int] = {torch.float32: 8, torch.bfloat16: 1, torch.int8: 8}
 
 
-@torch.library.custom_op("minitransformer::materialize", mutates_args=())
-def materialize(x: torch.Tensor) -> torch.Tensor:
-    """A copy of ``x`` that the compiler cannot see into: it must compute ``x`` into memory first.
+def _realized(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself (a view of it), which inductor must compute into memory before the reduction reads it.
 
-    Without it inductor *inlines* the small ops that produce ``x`` (a LayerNorm, a GELU) into the
-    reduction that reads it, and so recomputes them for every output row: 2304 times per input element
-    for GPT-2's query/key/value projection.
+    ``as_strided`` is lowered by inductor as a view of a *realized* buffer, so whatever produces ``x``
+    (a LayerNorm, a GELU) is computed once, in its own loop, instead of being inlined into the
+    reduction and recomputed for every output row (2304 times per input element for GPT-2's query,
+    key and value projections). It costs nothing at run time: no copy, and no call back into Python
+    (a Python custom op that copied ``x`` did the same job for 55 to 60 microseconds a call, about
+    4 ms of a 12-layer GPT-2 decode step that makes 72 of them: measured, and replaced by this).
     """
-    return x.clone()
+    return x.as_strided(x.shape, x.stride())
 
 
-@materialize.register_fake
-def _(x: torch.Tensor) -> torch.Tensor:
-    return torch.empty_like(x)
+#: How many equal blocks of rows :func:`matvec` reduces side by side (see :func:`_row_blocks`).
+_MATVEC_BLOCKS = 4
+
+
+def _row_blocks(rows: int) -> list[tuple[int, int]]:
+    """(start, stop) of the blocks of weight rows that :func:`matvec` reduces side by side.
+
+    Inductor gives a reduction one accumulator, so its loop over a weight row is one chain of
+    dependent vector adds, a latency bound: about 21 GB/s of int8 on the benchmark machine, below
+    what the memory delivers. Reductions of the same shape over the same input are fused into one
+    loop, each with its own accumulator (GPT-2's query, key and value projections were: 29 GB/s);
+    so the matrix is cut into ``_MATVEC_BLOCKS`` equal blocks of rows, reduced in one loop that
+    streams them side by side, and the sums concatenated. Rows left over by the division (GPT-2's
+    50257-row head) make one more, small block, reduced in a loop of its own.
+    """
+    size = rows // _MATVEC_BLOCKS
+    if size == 0:
+        return [(0, rows)]
+    blocks = [(j * size, (j + 1) * size) for j in range(_MATVEC_BLOCKS)]
+    if rows % _MATVEC_BLOCKS:
+        blocks.append((_MATVEC_BLOCKS * size, rows))
+    return blocks
 
 
 def matvec(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -71,9 +97,10 @@ def matvec(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     Returns (..., O) in ``x.dtype``. Use it under ``torch.compile`` only: run eagerly it builds an
     (O, M, I) tensor (see the module's docstring).
     """
-    rows = materialize(x.reshape(-1, x.shape[-1]))  # (..., I) -> (M, I), in memory (see materialize)
-    products = weight[:, None, :].float() * rows[None, :, :].float()  # (O, 1, I) * (1, M, I) -> (O, M, I)
-    out = products.sum(-1)  # (O, M): the sum over I, in fp32; compiled, one pass over each weight row
+    rows = _realized(x.reshape(-1, x.shape[-1])).float()  # (..., I) -> (M, I), in memory (see _realized)
+    blocks = _row_blocks(weight.shape[0])
+    out = torch.cat([(weight[start:stop, None, :].float() * rows[None, :, :]).sum(-1)
+                     for start, stop in blocks])  # (O, M): the sum over I, in fp32 (see _row_blocks)
     if scale is not None:
         out = out * scale[:, None].float()  # (O, M)
     if bias is not None:

@@ -73,9 +73,11 @@ def test_the_reduction_is_chosen_under_compile_for_the_listed_dtypes_only():
 
     compiled = torch.compile(probe, backend="eager", fullgraph=True)
     compiled(torch.randn(1, 8), torch.zeros(4, 8, dtype=torch.int8))  # a decode step's row, int8
-    compiled(torch.randn(1, 8), torch.zeros(4, 8))  # fp32: the BLAS (measured faster in the model)
+    compiled(torch.randn(8, 8), torch.zeros(4, 8))  # fp32 batch 8
+    compiled(torch.randn(2, 8).bfloat16(), torch.zeros(4, 8).bfloat16())  # bf16 batch 2: oneDNN's
     compiled(torch.randn(MATVEC_MAX_ROWS[torch.int8] + 1, 8), torch.zeros(4, 8, dtype=torch.int8))  # a prefill
-    assert seen == [True, False, False]
+    compiled(torch.randn(1, 8).half(), torch.zeros(4, 8).half())  # fp16: not measured, not listed
+    assert seen == [True, True, False, False, False]
 
 
 # ---- choosing and caching the compiled step ----------------------------------------------------------
@@ -89,23 +91,27 @@ def test_compile_alone_picks_the_static_cache_and_dynamic_with_compile_is_refuse
         model.generate(PROMPT, max_new_tokens=6, compile=True, cache_implementation="dynamic")
 
 
-def test_bf16_on_the_cpu_is_frozen_and_fp32_is_not():
+def test_bf16_batches_on_the_cpu_are_frozen_and_batch_1_and_fp32_are_not():
     model = gpt2()
-    assert compile_options(model, torch.device("cpu")) == {"dynamic": False}
-    assert compile_options(model.bfloat16(), torch.device("cpu"))["options"] == {"freezing": True}
-    assert compile_options(model, torch.device("cpu"), {"options": {}})["options"] == {}  # the user's keys win
+    cpu = torch.device("cpu")
+    assert compile_options(model, cpu, rows=8) == {"dynamic": False}  # fp32: the reduction up to 8 rows
+    model = model.bfloat16()
+    assert compile_options(model, cpu, rows=1) == {"dynamic": False}  # bf16 batch 1: the reduction
+    assert compile_options(model, cpu, rows=8)["options"] == {"freezing": True}  # batch 8: oneDNN, packed
+    assert compile_options(model, cpu, {"options": {}}, rows=8)["options"] == {}  # the user's keys win
 
 
 def test_one_compiled_step_per_model_and_a_new_one_when_frozen_weights_change():
     model = gpt2().bfloat16()
-    first = compiled_step(model, model, torch.device("cpu"), {"backend": "eager"} | compile_options(model, torch.device("cpu")))
-    again = compiled_step(model, model, torch.device("cpu"), {"backend": "eager"} | compile_options(model, torch.device("cpu")))
+    cpu = torch.device("cpu")
+    first = compiled_step(model, model, cpu, {"backend": "eager"}, rows=8)  # frozen: bf16, batch 8
+    again = compiled_step(model, model, cpu, {"backend": "eager"}, rows=8)
     assert first is again
     version = weights_version(model)
     with torch.no_grad():
         model.lm_head.weight.mul_(2)  # training, or load_state_dict, writes in place
     assert weights_version(model) != version
-    changed = compiled_step(model, model, torch.device("cpu"), {"backend": "eager"} | compile_options(model, torch.device("cpu")))
+    changed = compiled_step(model, model, cpu, {"backend": "eager"}, rows=8)
     assert changed is not first
 
 
@@ -143,9 +149,13 @@ def test_int8_decode_compiles_to_the_reduction_and_matches_eager():
 
 
 @pytest.mark.slow
-def test_bf16_frozen_decode_matches_eager_and_sees_new_weights():
+def test_bf16_decode_matches_eager_frozen_or_not_and_sees_new_weights():
+    """PROMPT is 2 rows: bf16 past MATVEC_MAX_ROWS, so frozen; its first row alone takes the reduction."""
     model = gpt2().bfloat16()
     torch._dynamo.reset()
+    first = PROMPT[:1]
+    assert torch.equal(model.generate(first, max_new_tokens=8, eos_token_id=[], compile=True),
+                       model.generate(first, max_new_tokens=8, eos_token_id=[]))
     for _ in range(2):
         expected = model.generate(PROMPT, max_new_tokens=8, eos_token_id=[])
         got = model.generate(PROMPT, max_new_tokens=8, eos_token_id=[], compile=True)
