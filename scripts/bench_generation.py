@@ -4,8 +4,9 @@ Random weights, a 32-token prompt, 128 new tokens, greedy, on the CPU with ``--t
 (default 2). Every ratio is between figures measured in the same run, ours and theirs interleaved
 over ``--repeats`` rounds (medians), so that background load hits both alike. The parts:
 
-``bound``    the machine: best of 5 reads of a 1 GiB fp32 tensor (``x.sum()``) with all threads, the
-             memory-bandwidth bound of a decode step (the weights one token reads / that bandwidth).
+``bound``    the machine: best of 5 reads of a 1 GiB fp32 tensor (``x.sum()``) with all threads, at the
+             start and again in every round of every race; the memory-bandwidth bound of a decode
+             step is the weights one token reads / the best of these readings.
 ``kernels``  the matrix-vector floor of each kernel: one token's worth of products over GPT-2 124M's
              49 weight matrices and its head, nothing between them, per dtype (fp32, bf16, int8) and
              per number of rows (1: a decode step; 8: batch 8), for ``F.linear`` (MKL / oneDNN), the
@@ -138,13 +139,13 @@ def kernel_floors(rows: int, dtype: torch.dtype) -> dict[str, float]:
     return {name: (t, m.bytes) for name, t in out.items()}
 
 
-def part_kernels(bandwidth: float) -> None:
+def part_kernels() -> None:
     print("\n== the matrix-vector floor of each kernel: GPT-2 124M's 49 matrices, one product each, nothing between")
     for dtype, rows in ((torch.float32, 1), (torch.float32, 8), (torch.bfloat16, 1), (torch.bfloat16, 8),
                         (torch.int8, 1)):
         for name, (t, nbytes) in kernel_floors(rows, dtype).items():
             print(f"  {str(dtype).removeprefix('torch.'):9s} rows {rows}  {name:24s} {t * 1000:7.2f} ms  "
-                  f"{nbytes / t / 1e9:5.1f} GB/s of weights  ({nbytes / t / bandwidth:.0%} of the read bandwidth)")
+                  f"{nbytes / t / 1e9:5.1f} GB/s of weights  ({nbytes / t / bandwidth():.0%} of the best read)")
 
 
 # ---- the models ----------------------------------------------------------------------------------
@@ -190,19 +191,30 @@ def quiet(theirs) -> None:
     theirs.generation_config.pad_token_id = 0
 
 
+#: Every read bandwidth measured in this run: the bound uses the best, since the machine's other work
+#: only ever takes bandwidth away (a single reading taken at a busy moment put ours past 100% of it).
+BANDWIDTHS: list[float] = []
+
+
+def bandwidth() -> float:
+    return max(BANDWIDTHS)
+
+
 def race(runs: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each run, the runs interleaved round by round; each is warmed up once first."""
+    """Median seconds of each run, the runs interleaved round by round; each is warmed up once first.
+    Every round also reads the 1 GiB tensor again (``BANDWIDTHS``)."""
     with torch.no_grad():
         for fn in runs.values():
             fn()
         times = {name: [] for name in runs}
         for _ in range(repeats):
+            BANDWIDTHS.append(read_bandwidth(2))
             for name, fn in runs.items():
                 times[name].append(timed(fn)[0])
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def part_speed(args, bandwidth: float, tmp: str) -> None:
+def part_speed(args, tmp: str) -> None:
     new = args.new_tokens
     ours, theirs = gpt2_pair(tmp)
     quiet(theirs)
@@ -218,12 +230,12 @@ def part_speed(args, bandwidth: float, tmp: str) -> None:
     t = race({"theirs": lambda: theirs.generate(ids, max_new_tokens=new, do_sample=False),
               "eager": lambda: ours.generate(ids, **kw),
               "compiled": ours_compiled}, args.repeats)
-    bound = bandwidth / weight_bytes_per_token(ours)
+    bound = bandwidth() / weight_bytes_per_token(ours)
     tps = {name: new / s for name, s in t.items()}
     print(f"\n== speed: {new} new tokens after a {PROMPT_LENGTH}-token prompt, greedy, {torch.get_num_threads()} "
           f"threads, median of {args.repeats}")
     print(f"  GPT-2 124M fp32 batch 1 (token-identical to transformers: {same}); bound {bound:.1f} tokens/s "
-          f"({weight_bytes_per_token(ours) / 1e6:.1f} MB a token at {bandwidth / 1e9:.1f} GB/s)")
+          f"({weight_bytes_per_token(ours) / 1e6:.1f} MB a token at {bandwidth() / 1e9:.1f} GB/s, the best read so far)")
     print(f"    transformers generate (cache)   {tps['theirs']:7.1f} tokens/s   the bound is "
           f"{bound / tps['theirs']:.2f}x it: no fp32 path can beat that ratio")
     print(f"    ours, eager (dynamic cache)     {tps['eager']:7.1f} tokens/s   {tps['eager'] / tps['theirs']:.2f}x")
@@ -260,7 +272,7 @@ def part_speed(args, bandwidth: float, tmp: str) -> None:
     print(f"    transformers bf16               {new / tb['theirs']:7.1f} tokens/s")
     print(f"    ours bf16, compile=True         {new / tb['compiled']:7.1f} tokens/s   "
           f"{tb['fp32'] / tb['compiled']:.2f}x our fp32 compile=True of this round ({new / tb['fp32']:.1f} tokens/s; "
-          f"target >= 1.7x), {new / tb['compiled'] / (bandwidth / weight_bytes_per_token(ours_bf16)):.0%} of "
+          f"target >= 1.7x), {new / tb['compiled'] / (bandwidth() / weight_bytes_per_token(ours_bf16)):.0%} of "
           f"the bf16 bound")
 
     # SmolLM-135M's shape
@@ -271,7 +283,7 @@ def part_speed(args, bandwidth: float, tmp: str) -> None:
         same = torch.equal(ours_compiled(model=ours, x=ids), theirs.generate(ids, max_new_tokens=new, do_sample=False))
     ts = race({"theirs": lambda: theirs.generate(ids, max_new_tokens=new, do_sample=False),
                "compiled": lambda: ours_compiled(model=ours, x=ids)}, args.repeats)
-    bound = bandwidth / weight_bytes_per_token(ours)
+    bound = bandwidth() / weight_bytes_per_token(ours)
     print(f"  LLaMA of SmolLM-135M's shape, fp32 batch 1 (token-identical: {same}); bound {bound:.1f} tokens/s")
     print(f"    transformers                    {new / ts['theirs']:7.1f} tokens/s")
     print(f"    ours, compile=True              {new / ts['compiled']:7.1f} tokens/s   "
@@ -372,19 +384,21 @@ def main() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    bandwidth = read_bandwidth()
+    BANDWIDTHS.append(read_bandwidth())
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads")
-    print(f"read bandwidth: best of 5 sums of a 1 GiB fp32 tensor: {bandwidth / 1e9:.1f} GB/s")
+    print(f"read bandwidth: best of 5 sums of a 1 GiB fp32 tensor: {BANDWIDTHS[0] / 1e9:.1f} GB/s")
     with tempfile.TemporaryDirectory() as tmp:
         if "kernels" in args.part:
-            part_kernels(bandwidth)
+            part_kernels()
         if "speed" in args.part:
-            part_speed(args, bandwidth, tmp)
+            part_speed(args, tmp)
         if "coldstart" in args.part:
             part_coldstart(args, tmp)
         if "cache" in args.part:
             part_cache(args, tmp)
-    print(f"\nread bandwidth again at the end: {read_bandwidth() / 1e9:.1f} GB/s")
+    BANDWIDTHS.append(read_bandwidth())
+    print(f"\nread bandwidth: {len(BANDWIDTHS)} readings in this run, {min(BANDWIDTHS) / 1e9:.1f} to "
+          f"{max(BANDWIDTHS) / 1e9:.1f} GB/s; the bounds above use the best so far when printed")
 
 
 if __name__ == "__main__":

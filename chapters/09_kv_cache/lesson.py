@@ -354,11 +354,12 @@ print(f"{'a whole cached step, fp32':30} {step * 1e3:6.2f} ms per token  "
 # so its line sits near the bound; the step is longer by the overhead. In bf16 there are half the
 # bytes, but the kernel falls short of twice as fast: it is the kernel's efficiency, not the
 # memory, that limits it. Measured on our benchmark machine (2 cores, `docs/generation.md`), for
-# GPT-2 124M: 494 MB a token, about 30 GB/s, so a bound of about 60 tokens/s;
-# transformers reaches 44, our eager loop 46, and `generate(..., compile=True)` 50, which removes
-# most of the overhead. bf16 weights with oneDNN's packed kernels (what `compile=True` picks for
-# them) reach 75: not the 2x that half the bytes allows, because the kernel, not the memory, is
-# the limit there.
+# GPT-2 124M: 494 MB a token at 23 to 33 GB/s, a bound of 47 to 67 tokens/s; transformers reaches
+# 41 to 44, our eager loop 43 to 46, and `generate(..., compile=True)` 48 to 53, 88% to 93% of the
+# bound: compiling removes most of the overhead, and its matrix-vector reduction
+# (`layers/linear.py`) streams the weights. In bf16 the same step reaches 79 to 85 tokens/s: 1.6x,
+# not the 2x that half the bytes allows, because converting each bf16 weight to fp32 before the
+# multiply makes that loop compute-bound.
 #
 # What else helps is reading the weights fewer times per token: batching many sequences (8 rows
 # read each weight once), smaller weights (chapter 12's quantization), or speculative decoding,
