@@ -116,6 +116,12 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
         import jupytext  # noqa: F401 - the conversion's one dependency, asked for before any work
     except ImportError:
         raise UsageError("converting lessons needs jupytext: pip install -e '.[notebook]'") from None
+    if args.figures:
+        from minitransformer.exercises.notebooks import write_figures
+
+        for path in write_figures(chapters):
+            print(f"wrote {shown(path)}")
+        return 0
     if args.check:
         stale = stale_notebooks(chapters)
         for lesson in stale:
@@ -247,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     notebooks = sub.add_parser("notebooks", help="write each chapter's lesson.ipynb from its lesson.py")
     notebooks.add_argument("--check", action="store_true",
                            help="write nothing; exit 1 if a notebook is missing or out of date")
+    notebooks.add_argument("--figures", action="store_true",
+                           help="run each lesson that draws and keep its figures for the chapter pages (~2 min)")
     notebooks.add_argument("--chapters-dir", default=None)
     notebooks.set_defaults(func=cmd_notebooks)
 

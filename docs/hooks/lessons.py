@@ -25,7 +25,7 @@ import tomllib
 from mkdocs.structure.files import File
 
 from minitransformer.exercises.course import exercises_path
-from minitransformer.exercises.notebooks import lesson_markdown
+from minitransformer.exercises.notebooks import figures_dir, lesson_markdown
 from minitransformer.exercises.progress import chapter_title, checks_declared
 
 CHAPTER_PAGE = re.compile(r"^chapters/(\d\d)-[\w-]+\.md$")
@@ -53,6 +53,10 @@ def on_files(files, config):
         if lesson and lesson.with_suffix(".ipynb").is_file():
             name = Path(page.src_uri).with_suffix(".ipynb").name
             files.append(File.generated(config, f"notebooks/{name}", abs_src_path=str(lesson.with_suffix(".ipynb"))))
+        if lesson:  # the figures the lesson draws (minitransformer notebooks --figures), beside it on the site
+            for figure in sorted(figures_dir(lesson).glob("code*.png")):
+                stem = Path(page.src_uri).stem
+                files.append(File.generated(config, f"figures/{stem}/{figure.name}", abs_src_path=str(figure)))
     return files
 
 
@@ -142,4 +146,4 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     title, _, rest = markdown.partition("\n")
     return (f"{title}\n\n{_banner(config, page, number, lesson)}\n{rest.rstrip()}\n\n"
             f"## The lesson\n\nRendered from `{lesson.relative_to(_chapters_dir(config).parent).as_posix()}`.\n\n"
-            f"{lesson_markdown(lesson)}")
+            f"{lesson_markdown(lesson, f'../figures/{Path(page.file.src_uri).stem}')}")

@@ -2,6 +2,7 @@
 
     minitransformer notebooks            # write chapters/NN_*/lesson.ipynb from each lesson.py
     minitransformer notebooks --check    # exit 1 if one is missing or out of date (what CI runs)
+    minitransformer notebooks --figures  # run each lesson that draws, keep its figures for the site
 
 ``lesson.py`` is the source: a jupytext percent-format script (``# %%`` starts a code cell,
 ``# %% [markdown]`` a text cell) that also runs as a plain script. ``lesson.ipynb`` beside it is
@@ -14,7 +15,9 @@ Needs jupytext (the ``notebook`` and ``docs`` extras).
 
 from __future__ import annotations
 
+import base64
 import re
+import tempfile
 from pathlib import Path
 
 from minitransformer.exercises.pytest_plugin import CHAPTER_DIR
@@ -96,13 +99,54 @@ def _markdown_for_the_site(text: str) -> str:
     return "\n".join(out)
 
 
-def lesson_markdown(lesson: Path) -> str:
+def figures_dir(lesson: Path) -> Path:
+    """Where :func:`write_figures` keeps a lesson's figures: ``chapters/NN_topic/figures/``."""
+    return lesson.parent / "figures"
+
+
+def write_figures(chapters: Path, timeout: int = 600) -> list[Path]:
+    """Run every lesson that draws (its notebook, in a Jupyter kernel, from a temporary folder) and
+    write each figure it shows as ``figures/codeII-K.png``: the K-th picture of its II-th code cell.
+
+    The chapter pages show them under the code that draws them (``docs/hooks/lessons.py``). They
+    are committed, so that building the site runs no lesson; run this again after changing a
+    lesson's plots. Needs the ``notebook`` extra (nbclient, ipykernel).
+    """
+    import nbclient
+    import nbformat
+
+    written = []
+    for lesson in lessons(chapters):
+        if "matplotlib" not in lesson.read_text(encoding="utf-8"):
+            continue
+        notebook = nbformat.read(notebook_path(lesson), as_version=4)
+        with tempfile.TemporaryDirectory() as tmp:
+            nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                                    resources={"metadata": {"path": tmp}}).execute()
+        out = figures_dir(lesson)
+        out.mkdir(exist_ok=True)
+        for old in out.glob("code*.png"):
+            old.unlink()
+        code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        for i, cell in enumerate(code_cells):
+            pictures = [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+            for k, picture in enumerate(pictures, start=1):
+                path = out / f"code{i:02d}-{k}.png"
+                path.write_bytes(base64.b64decode(picture))
+                written.append(path)
+    return written
+
+
+def lesson_markdown(lesson: Path, figures_url: str | None = None) -> str:
     """A lesson's cells as one markdown text for its chapter page: text as text, code in python blocks.
 
     The first heading (the chapter's title, which the page already has) is dropped; the rest go
-    one level down.
+    one level down. With ``figures_url``, each code cell is followed by the figures it draws
+    (:func:`write_figures`), linked as ``figures_url/codeII-K.png``.
     """
     notebook = _jupytext().read(lesson)
+    figures = sorted(p.name for p in figures_dir(lesson).glob("code*.png")) if figures_url else []
+    code_index = 0
     parts = []
     for cell in notebook.cells:
         source = cell.source.strip("\n")
@@ -114,4 +158,7 @@ def lesson_markdown(lesson: Path) -> str:
             parts.append(_markdown_for_the_site(source))
         else:
             parts.append(f"```python\n{source}\n```")
+            parts += [f"![The figure this cell draws]({figures_url}/{name})" for name in figures
+                      if name.startswith(f"code{code_index:02d}-")]
+            code_index += 1
     return "\n\n".join(parts) + "\n"

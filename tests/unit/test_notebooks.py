@@ -140,3 +140,18 @@ def test_the_notebooks_command_finds_and_fixes_a_stale_notebook(tmp_path, capsys
     assert main(["notebooks", "--chapters-dir", str(chapters)]) == 0
     assert "one more cell" in (chapters / "03_attention" / "lesson.ipynb").read_text(encoding="utf-8")
     assert main(["notebooks", "--check", "--chapters-dir", str(chapters)]) == 0
+
+
+def test_every_lesson_that_shows_a_plot_has_its_figures_for_the_site():
+    """The chapter pages show the lessons' figures (``minitransformer notebooks --figures`` keeps them)."""
+    from minitransformer.exercises.notebooks import figures_dir, lesson_markdown
+
+    for lesson in LESSONS:
+        if "plt.show()" not in lesson.read_text(encoding="utf-8"):
+            continue
+        figures = sorted(figures_dir(lesson).glob("code*.png"))
+        assert figures, f"{lesson.parent.name} shows a plot but has no figures: run minitransformer notebooks --figures"
+        page = lesson_markdown(lesson, "../figures/page")
+        for figure in figures:
+            assert f"](../figures/page/{figure.name})" in page
+            assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
